@@ -176,13 +176,39 @@ class Retired:
 
 
 @dataclass(frozen=True)
+class Adopted:
+    """The links already serve this version but the state lost it: serve it."""
+
+    version: Version
+
+
+@dataclass(frozen=True)
+class Retargeted:
+    """The targets changed: the same versions now need these records."""
+
+    served: Version | None
+    pending: Version | None
+
+
+@dataclass(frozen=True)
 class Failed:
     """A step failed; the message is shown by status and the next check retries."""
 
     message: str
 
 
-Outcome = Renewed | Claimed | Published | Observed | Switched | Reloaded | Retired | Failed
+Outcome = (
+    Renewed
+    | Claimed
+    | Published
+    | Observed
+    | Switched
+    | Reloaded
+    | Retired
+    | Adopted
+    | Retargeted
+    | Failed
+)
 
 
 @dataclass(frozen=True)
@@ -273,6 +299,21 @@ def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State
                 published=state.published - records,
                 last_error=None,
             )
+        case Adopted(version):
+            if state.served is not None:
+                return state
+            pending = state.pending
+            if pending is not None and pending.number <= version.number:
+                pending = None
+            return replace(state, served=version, pending=pending, visible_since=None)
+        case Retargeted(served, pending):
+            same = [
+                (a.number if a else None) == (b.number if b else None)
+                for a, b in ((served, state.served), (pending, state.pending))
+            ]
+            if not all(same):
+                return state
+            return replace(state, served=served, pending=pending, visible_since=None)
         case Failed(message):
             return replace(state, last_error=message)
     raise TypeError(f"unknown outcome {outcome!r}")
@@ -314,6 +355,8 @@ def describe(state: State, now: float, policy: Policy) -> str:
 
 __all__ = [
     "Action",
+    "Adopted",
+    "Retargeted",
     "Claimed",
     "Failed",
     "Idle",

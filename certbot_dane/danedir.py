@@ -1,0 +1,157 @@
+"""The dane directory: the links services read instead of live/.
+
+Layout for one lineage::
+
+    <dane-dir>/NAME/                     0700
+        .versions/7/{cert,chain,fullchain,privkey}.pem   copies of archive version 7
+        current -> .versions/7
+        fullchain.pem -> current/fullchain.pem  (and cert, chain, privkey)
+
+Services open ``NAME/fullchain.pem`` and ``NAME/privkey.pem``. Moving the
+served version is one ``rename`` of ``current``, so a reader sees the old
+pair or the new pair, never a new certificate with an old key. The version
+files are copies made when the version is first seen, so certbot pruning its
+archive can never leave a link dangling.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .state import fsync_dir
+
+KINDS = ("cert", "chain", "fullchain", "privkey")
+VERSIONS = ".versions"
+CURRENT = "current"
+
+
+class DaneDirError(Exception):
+    """The dane directory cannot be set up or changed."""
+
+
+def lineage_dir(directory: str | Path, lineage: str) -> Path:
+    return Path(directory) / lineage
+
+
+def ensure(directory: str | Path, lineage: str) -> Path:
+    """Create the lineage's directory (0700, owned by the running user)."""
+    root = Path(directory)
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path = lineage_dir(root, lineage)
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    (path / VERSIONS).mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def stage(directory: str | Path, lineage: str, number: int, sources: dict[str, Path]) -> Path:
+    """Copy one archive version into the dane directory; idempotent.
+
+    The copy is built in a temporary directory and renamed into place, so a
+    version directory either exists complete or not at all.
+    """
+    missing = [k for k in KINDS if k not in sources or not Path(sources[k]).is_file()]
+    if missing:
+        raise DaneDirError(
+            f"lineage {lineage}: version {number} lacks {', '.join(missing)} in the archive"
+        )
+    versions = ensure(directory, lineage) / VERSIONS
+    final = versions / str(number)
+    if final.is_dir():
+        return final
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{number}-", dir=versions))
+    try:
+        for kind in KINDS:
+            _copy(Path(sources[kind]), tmp / f"{kind}.pem")
+        fsync_dir(tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(versions)
+    return final
+
+
+def _copy(source: Path, target: Path) -> None:
+    data = source.read_bytes()
+    mode = 0o600 if target.name == "privkey.pem" else 0o644
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def staged_files(directory: str | Path, lineage: str, number: int) -> dict[str, Path]:
+    base = lineage_dir(directory, lineage) / VERSIONS / str(number)
+    return {kind: base / f"{kind}.pem" for kind in KINDS}
+
+
+def staged(directory: str | Path, lineage: str, number: int) -> bool:
+    return (lineage_dir(directory, lineage) / VERSIONS / str(number)).is_dir()
+
+
+def served_version(directory: str | Path, lineage: str) -> int | None:
+    """The version ``current`` points at, or None when there is no link yet."""
+    link = lineage_dir(directory, lineage) / CURRENT
+    try:
+        target = os.readlink(link)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise DaneDirError(f"{link} is not a symbolic link ({err.strerror})") from None
+    name = Path(target).name
+    if Path(target).parent.name != VERSIONS or not name.isdigit():
+        raise DaneDirError(f"{link} points at {target}, which is not a staged version")
+    return int(name)
+
+
+def switch(directory: str | Path, lineage: str, number: int) -> None:
+    """Point the lineage's links at a staged version, atomically."""
+    path = lineage_dir(directory, lineage)
+    if not staged(directory, lineage, number):
+        raise DaneDirError(f"lineage {lineage}: version {number} is not staged in {path}")
+    tmp = path / f".{CURRENT}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(f"{VERSIONS}/{number}", tmp)
+    os.replace(tmp, path / CURRENT)
+    for kind in KINDS:
+        _ensure_link(path / f"{kind}.pem", f"{CURRENT}/{kind}.pem")
+    fsync_dir(path)
+
+
+def _ensure_link(link: Path, target: str) -> None:
+    try:
+        if os.readlink(link) == target:
+            return
+    except FileNotFoundError:
+        pass
+    except OSError:
+        pass
+    tmp = link.with_name(f".{link.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def prune(directory: str | Path, lineage: str, keep: set[int]) -> list[int]:
+    """Remove staged versions that are neither served nor pending."""
+    versions = lineage_dir(directory, lineage) / VERSIONS
+    removed: list[int] = []
+    if not versions.is_dir():
+        return removed
+    current = served_version(directory, lineage)
+    if current is not None:
+        keep = keep | {current}
+    for entry in versions.iterdir():
+        if entry.name.startswith(".tmp-"):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.isdigit() and int(entry.name) not in keep:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(int(entry.name))
+    return sorted(removed)

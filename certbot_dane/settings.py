@@ -1,0 +1,163 @@
+"""Turning command-line options into checked :class:`~.state.Settings`.
+
+Everything here is offline: it reads the options, the renewal conf and the
+credentials file, and fails with one line that names the problem and the fix.
+"""
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+from . import dns as stores
+from . import tlsa
+from .observe import parse_address
+from .state import Settings
+
+DEFAULT_HOLD_MARGIN = 60
+MAX_TTL = 2**31 - 1
+
+
+class SettingsError(ValueError):
+    """An option is wrong; the message names it and says how to fix it."""
+
+
+def renewal_params(config_dir: str | Path, name: str | None) -> dict[str, Any]:
+    """The ``[renewalparams]`` of ``renewal/NAME.conf``, or {} when there is none."""
+    if not name:
+        return {}
+    path = Path(config_dir) / "renewal" / f"{name}.conf"
+    if not path.is_file():
+        return {}
+    import configobj
+
+    try:
+        return dict(configobj.ConfigObj(str(path), encoding="utf-8").get("renewalparams", {}))
+    except configobj.ConfigObjError:
+        return {}
+
+
+def from_options(options: dict[str, Any], config: Any, name: str | None) -> Settings:
+    params = renewal_params(config.config_dir, name)
+    try:
+        targets = tlsa.parse_specs(options.get("tlsa") or "")
+    except tlsa.SpecError as err:
+        raise SettingsError(f"--dane-tlsa: {err}") from None
+    store = _store(options, config, params)
+    credentials = _credentials(options, config, params, store)
+    directory = Path(options.get("directory") or Path(config.config_dir) / "dane").absolute()
+    settings = Settings(
+        targets=tlsa.format_specs(targets),
+        directory=str(directory),
+        store=store,
+        credentials=credentials,
+        resolver=_address(options.get("resolver"), "--dane-resolver"),
+        nameservers=_addresses(options.get("nameservers")),
+        reload=_reload(options.get("reload")),
+        record_ttl=_number(options.get("record_ttl"), "--dane-record-ttl", 1, MAX_TTL),
+        hold_margin=_number(options.get("hold_margin"), "--dane-hold-margin", 0, MAX_TTL)
+        if options.get("hold_margin") is not None
+        else DEFAULT_HOLD_MARGIN,
+    )
+    try:
+        stores.open_store(settings.store, settings.credentials)
+    except stores.StoreConfigError as err:
+        raise SettingsError(str(err)) from None
+    return settings
+
+
+def _store(options: dict[str, Any], config: Any, params: dict[str, Any]) -> str:
+    explicit = options.get("dns")
+    if explicit:
+        if explicit not in stores.STORES:
+            raise SettingsError(
+                f"--dane-dns {explicit!r} is not a known store; use one of "
+                f"{', '.join(stores.STORES)}"
+            )
+        return explicit
+    authenticator = getattr(config, "authenticator", None) or params.get("authenticator")
+    store = stores.store_for_authenticator(authenticator)
+    if store is None:
+        raise SettingsError(
+            f"cannot tell where to publish TLSA records (authenticator {authenticator!r} has "
+            "no matching store); pass --dane-dns rfc2136 --dane-credentials PATH"
+        )
+    return store
+
+
+def _credentials(
+    options: dict[str, Any], config: Any, params: dict[str, Any], store: str
+) -> str | None:
+    path = options.get("credentials")
+    key = stores.credentials_key(store)
+    if not path and key:
+        path = getattr(config, key, None) or params.get(key)
+    if not path:
+        return None
+    if not isinstance(path, str):
+        path = str(path)
+    resolved = Path(path).expanduser().absolute()
+    if not resolved.is_file():
+        raise SettingsError(
+            f"credentials file {resolved} does not exist; pass --dane-credentials with the "
+            "path of the INI your DNS plugin uses"
+        )
+    return str(resolved)
+
+
+def _address(value: Any, option: str) -> str | None:
+    if not value:
+        return None
+    try:
+        parse_address(str(value))
+    except ValueError as err:
+        raise SettingsError(f"{option}: {err}") from None
+    return str(value)
+
+
+def _addresses(value: Any) -> str | None:
+    if not value:
+        return None
+    parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    for part in parts:
+        _address(part, "--dane-nameservers")
+    return ",".join(parts)
+
+
+def _reload(value: Any) -> str | None:
+    if not value:
+        return None
+    try:
+        argv = shlex.split(str(value))
+    except ValueError as err:
+        raise SettingsError(f"--dane-reload: cannot split {value!r}: {err}") from None
+    if not argv:
+        return None
+    if shutil.which(argv[0]) is None:
+        raise SettingsError(
+            f"--dane-reload: program {argv[0]!r} not found or not executable; give its full path"
+        )
+    return str(value)
+
+
+def _number(value: Any, option: str, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{option}: {value!r} is not a whole number of seconds") from None
+    if not low <= number <= high:
+        raise SettingsError(f"{option}: {number} is out of range ({low} to {high})")
+    return number
+
+
+def cli_args(options: dict[str, Any]) -> str:
+    """The ``--dane-*`` arguments that reproduce the given options."""
+    parts = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        parts.append(f"--dane-{key.replace('_', '-')} {shlex.quote(str(value))}")
+    return " ".join(parts)

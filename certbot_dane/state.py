@@ -1,0 +1,236 @@
+"""Durable per-lineage state: JSON written atomically, and a lock.
+
+The state lives in ``<config-dir>/dane-state/NAME.json``, a place the
+plugin owns (certbot rewrites renewal confs and prunes archives; neither may
+touch what the rollover must remember). It holds settings as given on the
+command line, never secrets: credentials are referenced by path only.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .rollover import State, Version
+from .tlsa import Record
+
+FORMAT = 1
+STATE_DIR = "dane-state"
+
+
+class StateError(Exception):
+    """The state file cannot be read or written; the message says how to recover."""
+
+
+class LockTimeout(StateError):
+    """Another certbot-dane run holds the lineage's lock for too long."""
+
+
+@dataclass
+class Settings:
+    """How a lineage is handled: everything a later check needs, no secrets."""
+
+    targets: str
+    directory: str
+    store: str = "rfc2136"
+    credentials: str | None = None
+    resolver: str | None = None
+    nameservers: str | None = None
+    reload: str | None = None
+    record_ttl: int | None = None
+    hold_margin: float = 60.0
+
+
+@dataclass
+class Event:
+    """One line of a lineage's timeline (shown by status and the demo)."""
+
+    time: float
+    what: str
+    detail: str = ""
+
+
+@dataclass
+class LineageFile:
+    """The whole content of one state file."""
+
+    lineage: str
+    settings: Settings
+    rollover: State = field(default_factory=State)
+    timeline: list[Event] = field(default_factory=list)
+    last_check: float | None = None
+
+    def note(self, what: str, detail: str = "", now: float | None = None) -> None:
+        self.timeline.append(Event(time.time() if now is None else now, what, detail))
+        del self.timeline[:-200]
+
+
+def state_dir(config_dir: str | Path) -> Path:
+    return Path(config_dir) / STATE_DIR
+
+
+def state_path(config_dir: str | Path, lineage: str) -> Path:
+    return state_dir(config_dir) / f"{lineage}.json"
+
+
+def list_lineages(config_dir: str | Path) -> list[str]:
+    directory = state_dir(config_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(p.stem for p in directory.glob("*.json"))
+
+
+# Serialisation ------------------------------------------------------------
+
+
+def _records_out(records: frozenset[Record]) -> list[dict]:
+    return [asdict(r) for r in sorted(records)]
+
+
+def _records_in(items: list[dict]) -> frozenset[Record]:
+    return frozenset(Record(**item) for item in items)
+
+
+def _version_out(version: Version | None) -> dict | None:
+    if version is None:
+        return None
+    return {"number": version.number, "records": _records_out(version.records)}
+
+
+def _version_in(item: dict | None) -> Version | None:
+    if item is None:
+        return None
+    return Version(int(item["number"]), _records_in(item["records"]))
+
+
+def to_json(data: LineageFile) -> str:
+    state = data.rollover
+    doc = {
+        "format": FORMAT,
+        "lineage": data.lineage,
+        "settings": asdict(data.settings),
+        "rollover": {
+            "served": _version_out(state.served),
+            "pending": _version_out(state.pending),
+            "owned": _records_out(state.owned),
+            "published": _records_out(state.published),
+            "hold_ttl": state.hold_ttl,
+            "visible_since": state.visible_since,
+            "reload_due": state.reload_due,
+            "last_error": state.last_error,
+        },
+        "timeline": [asdict(e) for e in data.timeline],
+        "last_check": data.last_check,
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def from_json(text: str) -> LineageFile:
+    doc = json.loads(text)
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"unknown state format {doc.get('format')!r}")
+    r = doc["rollover"]
+    state = State(
+        served=_version_in(r["served"]),
+        pending=_version_in(r["pending"]),
+        owned=_records_in(r["owned"]),
+        published=_records_in(r["published"]),
+        hold_ttl=r["hold_ttl"],
+        visible_since=r["visible_since"],
+        reload_due=bool(r["reload_due"]),
+        last_error=r["last_error"],
+    )
+    return LineageFile(
+        lineage=doc["lineage"],
+        settings=Settings(**doc["settings"]),
+        rollover=state,
+        timeline=[Event(**e) for e in doc.get("timeline", [])],
+        last_check=doc.get("last_check"),
+    )
+
+
+# Files --------------------------------------------------------------------
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write via a temp file in the same directory, fsync, rename, fsync dir."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(config_dir: str | Path, lineage: str) -> LineageFile | None:
+    path = state_path(config_dir, lineage)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StateError(f"cannot read state file {path}: {err.strerror}") from None
+    try:
+        data = from_json(text)
+    except (ValueError, KeyError, TypeError) as err:
+        raise StateError(
+            f"state file {path} is damaged ({err}); move it aside and run "
+            f"'certbot install -i dane --cert-name {lineage}' to start this lineage afresh"
+        ) from None
+    if data.lineage != lineage:
+        raise StateError(f"state file {path} belongs to lineage {data.lineage!r}, not {lineage!r}")
+    return data
+
+
+def save(config_dir: str | Path, data: LineageFile) -> None:
+    atomic_write(state_path(config_dir, data.lineage), to_json(data).encode("utf-8"))
+
+
+@contextlib.contextmanager
+def locked(config_dir: str | Path, lineage: str, timeout: float = 300.0) -> Iterator[None]:
+    """Hold the lineage's lock; concurrent runs wait (bounded) instead of interleaving."""
+    directory = state_dir(config_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / f"{lineage}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"lineage {lineage}: another certbot-dane run has held {path} for "
+                        f"{timeout:.0f} s; wait for it to finish, then run the command again"
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
