@@ -1,0 +1,312 @@
+"""The engine shell over an in-memory DNS: ordering, faults and crashes."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from certbot_dane import danedir, state
+from certbot_dane.engine import Engine
+from certbot_dane.state import Settings
+from certbot_dane.tlsa import Record
+from tests.certs import FakeLineage
+from tests.fakes import Crash, FakeDNS, FakeObserver, FakeStore
+
+NAME = "mail.example.com"
+OWNER = "_25._tcp.mail.example.com."
+
+
+class Env:
+    def __init__(self, root: Path, reload: str | None = None) -> None:
+        self.config = root / "le"
+        self.dns = FakeDNS()
+        self.now = 1_000_000.0
+        self.lineage = FakeLineage(self.config, NAME, [NAME])
+        self.settings = Settings(
+            targets="311:25",
+            directory=str(self.config / "dane"),
+            store="fake",
+            hold_margin=10,
+            record_ttl=60,
+            reload=reload,
+        )
+        self.observers: list[FakeObserver] = []
+
+    def engine(self) -> Engine:
+        def observer(_settings: Settings) -> FakeObserver:
+            obs = FakeObserver(self.dns)
+            self.observers.append(obs)
+            return obs
+
+        return Engine(
+            self.config,
+            clock=lambda: self.now,
+            store_factory=lambda _s: FakeStore(self.dns),
+            observer_factory=observer,  # type: ignore[arg-type]
+            lock_timeout=5,
+        )
+
+    def served(self) -> int | None:
+        return danedir.served_version(self.settings.directory, NAME)
+
+    def served_pem(self) -> bytes:
+        return (Path(self.settings.directory) / NAME / "fullchain.pem").read_bytes()
+
+    def records_of(self, n: int) -> set[Record]:
+        data = state.load(self.config, NAME)
+        assert data is not None
+        for v in (data.rollover.served, data.rollover.pending):
+            if v is not None and v.number == n:
+                return set(v.records)
+        raise AssertionError(f"version {n} unknown")
+
+    def settle(self, checks: int = 10) -> None:
+        """Checks with time passing until nothing is pending."""
+        for _ in range(checks):
+            result = self.engine().check(NAME)
+            if result.settled:
+                return
+            self.now += 100
+        raise AssertionError(f"not settled: {result}")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    e = Env(tmp_path)
+    e.lineage.renew()
+    return e
+
+
+def test_install_publishes_and_pins(env: Env) -> None:
+    result = env.engine().install(NAME, env.settings)
+    assert result.error is None and result.settled
+    assert env.served() == 1
+    assert env.served_pem() == (env.lineage.archive / "fullchain1.pem").read_bytes()
+    assert env.records_of(1) == env.dns.records()
+    assert len(env.dns.records()) == 1
+    mode = os.stat(Path(env.settings.directory) / NAME).st_mode & 0o777
+    assert mode == 0o700
+
+
+def test_renewal_publishes_next_to_old_and_switches_after_hold(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    old = env.records_of(1)
+    env.lineage.renew()
+    first = env.engine().check(NAME)
+    assert first.waiting is not None and "hold" in first.waiting
+    new = env.records_of(2)
+    assert env.dns.records() == old | new
+    assert env.served() == 1
+    # Hold: TTL before the publish (60) plus margin (10), from first visibility.
+    env.now += 69
+    assert env.engine().check(NAME).waiting is not None
+    assert env.served() == 1
+    env.now += 1
+    result = env.engine().check(NAME)
+    assert result.settled, result
+    assert env.served() == 2
+    assert env.dns.records() == new
+    assert env.served_pem() == (env.lineage.archive / "fullchain2.pem").read_bytes()
+
+
+def test_no_switch_without_validation(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    env.dns.validating = False
+    env.engine().check(NAME)
+    env.now += 1000
+    result = env.engine().check(NAME)
+    assert "AD" in (result.waiting or "")
+    assert env.served() == 1
+    env.dns.validating = True
+    assert env.engine().check(NAME).settled
+    assert env.served() == 2
+
+
+def test_dns_down_keeps_links_and_reports(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    env.dns.down = True
+    result = env.engine().check(NAME)
+    assert result.error and ("timed out" in result.error or "refused" in result.error)
+    assert env.served() == 1
+    data = state.load(env.config, NAME)
+    assert data is not None and data.rollover.last_error == result.error
+    env.now += 1000
+    assert env.engine().check(NAME).error is not None
+    assert env.served() == 1
+    env.dns.down = False
+    env.settle()
+    assert env.served() == 2
+    data = state.load(env.config, NAME)
+    assert data is not None and data.rollover.last_error is None
+
+
+def test_key_reuse_switches_at_once(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew(reuse_key=True)
+    result = env.engine().check(NAME)
+    assert result.settled
+    assert env.served() == 2
+    assert env.observers == [] or all(o.queries == 0 for o in env.observers)
+
+
+def test_second_renewal_before_switch_replaces_pending(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    env.engine().check(NAME)
+    skipped = env.records_of(2)
+    env.lineage.renew()
+    env.now += 5
+    env.engine().check(NAME)
+    assert not skipped & env.dns.records(), "records of the skipped version stay"
+    assert env.records_of(1) <= env.dns.records()
+    assert env.served() == 1
+    env.settle()
+    assert env.served() == 3
+    assert env.dns.records() == env.records_of(3)
+
+
+def test_renewal_without_plugin_is_noticed(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()  # nobody told the plugin
+    result = env.engine().check(NAME)
+    assert "new version 2" in result.steps
+    assert env.served() == 1
+
+
+def test_foreign_records_are_never_deleted(env: Env) -> None:
+    foreign = Record(OWNER, 3, 1, 1, "ab" * 32)
+    env.dns.zone[OWNER] = {foreign}
+    env.dns.ttls[OWNER] = 60
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    env.settle()
+    assert foreign in env.dns.records()
+    assert ("delete", foreign) not in env.dns.operations
+
+
+def test_archive_pruning_never_dangles_links(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    env.engine().check(NAME)
+    env.lineage.prune(keep_from=2)
+    assert env.served_pem()  # still readable: the plugin keeps its own copy
+    env.settle()
+    assert env.served() == 2
+
+
+def test_reload_failure_keeps_old_records(tmp_path: Path) -> None:
+    env = Env(tmp_path, reload="false")
+    env.lineage.renew()
+    env.engine().install(NAME, env.settings)
+    old = env.records_of(1)
+    env.lineage.renew()
+    env.engine().check(NAME)
+    env.now += 1000
+    result = env.engine().check(NAME)
+    assert env.served() == 2
+    assert result.error and "reload command 'false' exited 1" in result.error
+    assert old <= env.dns.records(), "old records must stay until the reload succeeded"
+    env.settings.reload = "true"
+    env.engine().install(NAME, env.settings)
+    assert env.dns.records() == env.records_of(2)
+
+
+def test_lost_state_adopts_the_served_links(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    state.state_path(env.config, NAME).unlink()
+    env.engine().install(NAME, env.settings)
+    assert env.served() == 1, "must not jump to live/ without a hold"
+    env.settle()
+    assert env.served() == 2
+
+
+def test_concurrent_checks_do_not_interleave(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            env.engine().check(NAME)
+        except BaseException as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    adds = [r for op, r in env.dns.operations if op == "add"]
+    assert len(adds) == len(set(adds)), "a record was added twice"
+
+
+def _scenario(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    env.engine().check(NAME)
+    env.now += 1000
+    env.engine().check(NAME)
+
+
+def _count_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    env = Env(tmp_path / "count")
+    env.lineage.renew()
+    _instrument(env, monkeypatch)
+    _scenario(env)
+    assert env.dns.crash_at is None
+    return env.dns.steps  # type: ignore[attr-defined,no-any-return]
+
+
+def _instrument(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make state saves and link flips count as steps that may crash."""
+    env.dns.steps = 0  # type: ignore[attr-defined]
+    real_tick = env.dns.tick
+
+    def tick(what: str) -> None:
+        env.dns.steps += 1  # type: ignore[attr-defined]
+        real_tick(what)
+
+    env.dns.tick = tick  # type: ignore[method-assign]
+    real_save, real_switch = state.save, danedir.switch
+
+    def save(config_dir: object, data: state.LineageFile) -> None:
+        tick("save")
+        real_save(config_dir, data)  # type: ignore[arg-type]
+
+    def switch(directory: object, lineage: str, number: int) -> None:
+        tick("switch")
+        real_switch(directory, lineage, number)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(state, "save", save)
+    monkeypatch.setattr(danedir, "switch", switch)
+
+
+def test_crash_between_every_two_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    total = _count_steps(tmp_path, monkeypatch)
+    monkeypatch.undo()
+    assert total > 10
+    for k in range(total):
+        env = Env(tmp_path / f"crash{k}")
+        env.lineage.renew()
+        _instrument(env, monkeypatch)
+        env.dns.crash_at = k
+        with pytest.raises(Crash):
+            _scenario(env)
+        served = env.served()
+        if served is not None:
+            # The promise at the crash: the served version's records are in DNS.
+            assert env.records_of(served) <= env.dns.records(), f"crash at step {k}"
+        monkeypatch.undo()
+        env.now += 1000
+        env.engine().install(NAME, env.settings)
+        if env.lineage.version < 2:  # the crash came before the renewal
+            env.lineage.renew()
+        env.settle()
+        assert env.served() == 2, f"crash at step {k}"
+        assert env.dns.records() == env.records_of(2), f"crash at step {k}: leftovers"
