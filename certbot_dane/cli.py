@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"certbot's configuration directory (default: {DEFAULT_CONFIG_DIR})",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="run the deferred step: switch when records are live")
     check.add_argument("--cert-name", help="only this lineage")
@@ -50,8 +51,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Results and errors are printed once by this module; the library's log
+    # lines only show with --verbose.
     logging.basicConfig(
-        level=logging.ERROR if args.quiet else logging.WARNING,
+        level=logging.INFO if args.verbose else logging.CRITICAL,
         format="certbot-dane: %(message)s",
     )
     try:

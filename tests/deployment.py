@@ -1,0 +1,132 @@
+"""One certbot config directory on the lab, driven as an administrator would."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+
+from certbot_dane import danedir, state
+from tests.lab.lab import Lab
+
+
+def certbot_dane_path() -> str:
+    return str(Path(sys.executable).parent / "certbot-dane")
+
+
+class Deployment:
+    """A lineage for ``host`` under its own config dir, issued by the lab's Pebble."""
+
+    def __init__(self, lab: Lab, root: Path, host: str, margin: int = 1) -> None:
+        self.lab = lab
+        self.root = root
+        self.host = host
+        self.config = root / "config"
+        self.ini = lab.rfc2136_ini(root / "rfc2136.ini")
+        self.margin = margin
+        self.owner = f"_25._tcp.{host}."
+        self.checks: list[tuple[float, subprocess.CompletedProcess[str]]] = []
+
+    # certbot ---------------------------------------------------------------
+
+    def dns_args(self) -> list[str]:
+        return [
+            "-a",
+            "dns-rfc2136",
+            "--dns-rfc2136-credentials",
+            str(self.ini),
+            "--dns-rfc2136-propagation-seconds",
+            "1",
+        ]
+
+    def dane_args(self, tlsa: str = "311:25") -> list[str]:
+        resolver = f"127.0.0.1:{self.lab.resolver_port}"
+        return [
+            "-i",
+            "dane",
+            "--dane-tlsa",
+            tlsa,
+            "--dane-resolver",
+            resolver,
+            "--dane-nameservers",
+            f"127.0.0.1:{self.lab.bind_port}",
+            "--dane-record-ttl",
+            str(self.lab.record_ttl),
+            "--dane-hold-margin",
+            str(self.margin),
+        ]
+
+    def certbot(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        done = self.lab.run_certbot(self.config, *args)
+        if ok:
+            assert done.returncode == 0, f"certbot {args[0]} failed:\n{done.stdout}{done.stderr}"
+        return done
+
+    def issue(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.certbot("run", *self.dns_args(), *self.dane_args(), "-d", self.host, *extra)
+
+    def renew(self, *extra: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.certbot(
+            "renew", "--force-renewal", "--no-random-sleep-on-renew", *extra, ok=ok
+        )
+
+    # certbot-dane ------------------------------------------------------------
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [certbot_dane_path(), "--config-dir", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def check(self) -> subprocess.CompletedProcess[str]:
+        began = time.time()
+        done = self.cli("check")
+        self.checks.append((began, done))
+        return done
+
+    def status(self) -> dict:
+        done = self.cli("status", "--json")
+        assert done.returncode == 0, done.stderr
+        rows = json.loads(done.stdout)
+        assert len(rows) == 1, rows
+        return rows[0]
+
+    def check_until_switched(self, version: int, interval: float = 1.0, limit: int = 60) -> None:
+        for _ in range(limit):
+            done = self.check()
+            assert done.returncode == 0, done.stderr
+            row = self.status()
+            if row["served"] == version and row["pending"] is None and "settled" in row["state"]:
+                return
+            time.sleep(interval)
+        raise AssertionError(f"no switch to version {version}: {self.status()}")
+
+    # Observations --------------------------------------------------------------
+
+    @property
+    def lineage_file(self) -> state.LineageFile:
+        data = state.load(self.config, self.host)
+        assert data is not None
+        return data
+
+    def served(self) -> int | None:
+        return danedir.served_version(self.config / "dane", self.host)
+
+    def dane_dir(self) -> Path:
+        return self.config / "dane" / self.host
+
+    def authoritative_records(self) -> set[str]:
+        query = dns.message.make_query(self.owner, dns.rdatatype.TLSA)
+        response = dns.query.udp(query, "127.0.0.1", port=self.lab.bind_port, timeout=3)
+        return {rd.to_text() for rrset in response.answer for rd in rrset}
+
+    def events(self, what: str) -> list[float]:
+        return [e.time for e in self.lineage_file.timeline if e.what == what]

@@ -1,0 +1,169 @@
+"""The promise, end to end: real certbot, Pebble, BIND 9, Unbound and openssl.
+
+A service re-reads the dane directory on every connection, and a DANE probe
+checks it every 300 ms against the TLSA RRset the validating resolver
+returns (AD required). No probe may fail while certificates roll over.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.deployment import Deployment, certbot_dane_path
+from tests.lab.lab import Lab
+from tests.lab.probe import Prober, dane_check
+from tests.lab.service import DaneService
+
+pytestmark = pytest.mark.lab
+
+CHECK_INTERVAL = 1.0
+
+
+def wait_probe_ok(dep: Deployment, service: DaneService, limit: float = 30.0) -> None:
+    """First deploy pins at once; wait until the record validates before probing."""
+    deadline = time.monotonic() + limit
+    while True:
+        result = dane_check(dep.host, service.port, dep.lab.resolver, dep.owner)
+        if result.ok:
+            return
+        assert time.monotonic() < deadline, f"first record never validated: {result.reason}"
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def served(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    """A lineage issued with ``-i dane``, served, and probed from then on."""
+    host = f"{request.node.name.replace('_', '-')[:40]}.dane.test".lower()
+    dep = Deployment(lab, tmp_path, host)
+    dep.issue()
+    assert dep.served() == 1
+    with DaneService(dep.dane_dir()) as service:
+        wait_probe_ok(dep, service)
+        prober = Prober(dep.host, service.port, lab.resolver, dep.owner, interval_ms=300)
+        dep.prober = prober  # type: ignore[attr-defined]
+        with prober:
+            yield dep
+
+
+def assert_no_probe_failures(dep: Deployment) -> None:
+    prober: Prober = dep.prober  # type: ignore[attr-defined]
+    prober.stop()
+    failures = prober.failures
+    assert prober.successes, "the probe never ran"
+    assert failures == [], f"DANE probe failures: {failures[:5]}"
+
+
+def test_certbot_lists_the_plugin(lab: Lab, tmp_path: Path) -> None:
+    done = lab.run_certbot(tmp_path / "config", "plugins")
+    assert done.returncode == 0, done.stderr
+    assert "* dane" in done.stdout
+
+
+def test_renewal_with_new_key_never_breaks_dane(served: Deployment) -> None:
+    dep = served
+    old = dep.authoritative_records()
+    assert len(old) == 1
+    dep.renew()
+    # renew_deploy published the new record next to the old one; links stay.
+    assert dep.served() == 1
+    both = dep.authoritative_records()
+    assert old < both and len(both) == 2
+    dep.check_until_switched(2, interval=CHECK_INTERVAL)
+    assert dep.served() == 2
+    new = dep.authoritative_records()
+    assert len(new) == 1 and not new & old, "the old record must be gone after the switch"
+    assert (dep.dane_dir() / "fullchain.pem").read_bytes() == (
+        dep.config / "live" / dep.host / "fullchain.pem"
+    ).read_bytes()
+    assert_no_probe_failures(dep)
+    # The switch came at the first or second check after visibility + hold.
+    data = dep.lineage_file
+    visible = max(dep.events("visible"))
+    switched = max(dep.events("switched"))
+    hold = dep.lab.record_ttl + dep.margin
+    late_checks = [t for t, _ in dep.checks if visible + hold <= t < switched]
+    assert len(late_checks) <= 2, f"{len(late_checks)} checks after the hold did not switch"
+    assert data.rollover.owned == data.rollover.served.records  # type: ignore[union-attr]
+
+
+def test_key_reuse_switches_within_the_renewal(served: Deployment) -> None:
+    dep = served
+    old = dep.authoritative_records()
+    dep.renew("--reuse-key")
+    assert dep.served() == 2, "same key, same 3 1 1 record: nothing to wait for"
+    assert dep.authoritative_records() == old
+    assert dep.events("visible") == [], "no DNS observation was needed"
+    assert_no_probe_failures(dep)
+
+
+def test_two_renewals_before_the_switch(served: Deployment) -> None:
+    dep = served
+    first = dep.authoritative_records()
+    dep.renew()
+    second = dep.authoritative_records() - first
+    dep.renew()
+    records = dep.authoritative_records()
+    assert first <= records, "the served version keeps its record"
+    assert not second & records, "the skipped version's record is removed"
+    assert dep.served() == 1
+    dep.check_until_switched(3, interval=CHECK_INTERVAL)
+    assert len(dep.authoritative_records()) == 1
+    assert_no_probe_failures(dep)
+
+
+def test_renewal_without_the_plugin_is_caught_by_check(served: Deployment) -> None:
+    dep = served
+    # A re-issue without -i dane: certbot drops installer = dane from the conf.
+    dep.certbot("certonly", "--force-renewal", *dep.dns_args(), "-d", dep.host)
+    conf = (dep.config / "renewal" / f"{dep.host}.conf").read_text()
+    assert "installer = dane" not in conf
+    assert dep.served() == 1, "the dane links never follow live/ blindly"
+    dep.check_until_switched(2, interval=CHECK_INTERVAL)
+    assert len(dep.authoritative_records()) == 1
+    assert_no_probe_failures(dep)
+
+
+def test_dns_server_down_during_renewal(served: Deployment) -> None:
+    dep = served
+    prober: Prober = dep.prober  # type: ignore[attr-defined]
+    prober.stop()  # with BIND down the resolver has nothing to validate
+    pid_file = dep.lab.bind_dir / "named.pid"
+    # The deploy hook runs after certbot saved the new certificate and before
+    # renew_deploy: the DNS update then finds the server gone.
+    hook = f"kill $(cat {pid_file})"
+    done = dep.renew("--deploy-hook", hook, ok=False)
+    try:
+        assert done.returncode != 0
+        assert "dane: lineage" in done.stderr + done.stdout or "dane" in done.stderr
+        assert dep.served() == 1
+        check = dep.check()
+        assert check.returncode == 1
+        assert check.stderr.count("\n") == 1 and "127.0.0.1" in check.stderr, check.stderr
+        assert dep.served() == 1
+        assert dep.status()["last_error"]
+    finally:
+        dep.lab.stop_bind()
+        dep.lab.start_bind()
+    prober.start()
+    dep.check_until_switched(2, interval=CHECK_INTERVAL)
+    assert dep.status()["last_error"] is None
+    assert_no_probe_failures(dep)
+
+
+def test_concurrent_checks(served: Deployment) -> None:
+    dep = served
+    dep.renew()
+    time.sleep(dep.lab.record_ttl + dep.margin + 1)
+    argv = [certbot_dane_path(), "--config-dir", str(dep.config), "check"]
+    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    runs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [r.communicate(timeout=120) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outputs
+    dep.check_until_switched(2, interval=CHECK_INTERVAL)
+    switches = dep.events("switched")
+    assert len(switches) == 2, "one initial pin and exactly one switch"
+    assert_no_probe_failures(dep)
