@@ -26,6 +26,7 @@ class Deployment:
         self.lab = lab
         self.root = root
         self.host = host
+        root.mkdir(parents=True, exist_ok=True)
         self.config = root / "config"
         self.ini = lab.rfc2136_ini(root / "rfc2136.ini")
         self.margin = margin

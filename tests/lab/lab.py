@@ -1,0 +1,710 @@
+"""A loopback DNSSEC + ACME lab: BIND 9, a validating Unbound and Pebble.
+
+Everything listens on 127.0.0.1 only, on ports the kernel hands out at start,
+with config files, keys, logs and state kept in one run directory, so several
+labs can run side by side and nothing on the machine is touched.
+
+- BIND 9 is authoritative for ``dane.test.``, signs it (dnssec-policy with
+  inline signing) and accepts RFC 2136 updates signed with the lab's TSIG key.
+- Unbound validates the zone from a trust anchor made from BIND's DNSKEY, so
+  its answers carry AD exactly when they validate; a stub zone points it at
+  BIND and nothing else is reachable (``test.`` is otherwise one of its
+  built-in NXDOMAIN zones).
+- Pebble is the ACME CA; it checks DNS-01 challenges at BIND directly (not via
+  the caching resolver, where an old challenge TXT could linger).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Collection
+from pathlib import Path
+from types import TracebackType
+
+import dns.dnssec
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+
+from . import pki
+from .process import Daemon, LabError, free_port
+
+LOOPBACK = "127.0.0.1"
+
+# Environment variables that could send a client's traffic to a proxy off the
+# machine; the lab's clients must talk to 127.0.0.1 directly.
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+def find_tool(name: str) -> str:
+    """Path of a system tool; named/unbound live in /usr/sbin, often not on PATH."""
+    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin:/usr/bin"
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise LabError(f"{name} not found: run scripts/install-lab-packages.sh")
+    return found
+
+
+def _no_proxy_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for var in _PROXY_VARS:
+        env.pop(var, None)
+    env["NO_PROXY"] = env["no_proxy"] = f"{LOOPBACK},localhost"
+    return env
+
+
+class Lab:
+    """The lab's three daemons, started in ``run_dir``.
+
+    ``ttl`` is the zone's default TTL (and SOA TTL and negative TTL), so
+    records such as TLSA published without an explicit TTL expire from the
+    resolver's cache after that many seconds. ``cert_validity`` (seconds) is
+    the lifetime of the certificates Pebble issues; Pebble's default (5 years)
+    when None.
+    """
+
+    zone = "dane.test."
+    tsig_name = "dane-lab-key"
+    tsig_algorithm = "hmac-sha256"
+    email = "admin@dane.test"
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        ttl: int = 2,
+        cert_validity: int | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.record_ttl = ttl
+        self.cert_validity = cert_validity
+        self.start_timeout = start_timeout
+        self.tsig_secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+        self.bind_dir = self.run_dir / "bind"
+        self.unbound_dir = self.run_dir / "unbound"
+        self.pebble_dir = self.run_dir / "pebble"
+        self.named_conf = self.bind_dir / "named.conf"
+        self.zone_file = self.bind_dir / "dane.test.zone"
+        self.unbound_conf = self.unbound_dir / "unbound.conf"
+        self.trust_anchor_file = self.unbound_dir / "dane.test.ds"
+        self.pebble_conf = self.pebble_dir / "pebble-config.json"
+        # CA that signs Pebble's HTTPS certificate (REQUESTS_CA_BUNDLE for
+        # certbot); not the CA that issues the ACME certificates.
+        self.ca_bundle = self.pebble_dir / "api-ca.pem"
+        self.state_file = self.run_dir / "lab.json"
+
+        self.bind_port = 0
+        self.resolver_port = 0
+        self.acme_port = 0
+        self.pebble_management_port = 0
+        self.pebble_http_port = 0
+        self.pebble_tls_port = 0
+        self.unbound_control: str = ""
+        self.start_seconds: float | None = None
+
+        self._bind: Daemon | None = None
+        self._unbound: Daemon | None = None
+        self._pebble: Daemon | None = None
+
+    # ------------------------------------------------------------------ life
+
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def acme_url(self) -> str:
+        return f"https://{LOOPBACK}:{self.acme_port}/dir"
+
+    @property
+    def pebble_management_url(self) -> str:
+        return f"https://{LOOPBACK}:{self.pebble_management_port}"
+
+    @property
+    def resolver(self) -> tuple[str, int]:
+        """(address, port) of the validating resolver."""
+        return (LOOPBACK, self.resolver_port)
+
+    @property
+    def bind_address(self) -> tuple[str, int]:
+        """(address, port) of the authoritative server."""
+        return (LOOPBACK, self.bind_port)
+
+    @property
+    def running(self) -> bool:
+        """True while all three daemons run."""
+        return all(d is not None and d.running for d in (self._bind, self._unbound, self._pebble))
+
+    def start(self) -> None:
+        """Start BIND, Unbound and Pebble; return once each one answers."""
+        began = time.monotonic()
+        try:
+            self._prepare()
+            # Pebble needs nothing from the others to come up: start it first
+            # so that it boots while BIND signs the zone.
+            self._pebble = self._pebble_daemon()
+            self._pebble.start()
+            self.start_bind()
+            self._write_trust_anchor()
+            self._write_unbound_conf()
+            self._unbound = self._unbound_daemon()
+            self._unbound.start()
+            self._unbound.wait_until(
+                self._resolver_validates, self.start_timeout, "validated (AD) SOA answer"
+            )
+            self._pebble.wait_until(self._pebble_answers, self.start_timeout, "ACME directory")
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - began
+        self.state_file.write_text(json.dumps(self.describe(), indent=2) + "\n", encoding="utf-8")
+
+    def stop(self) -> None:
+        """Stop every daemon; safe to call more than once."""
+        for daemon in (self._unbound, self._pebble, self._bind):
+            if daemon is not None:
+                daemon.stop()
+
+    def start_bind(self) -> None:
+        """(Re)start BIND on the same port with the same keys, zone and journal."""
+        if self._bind is None:
+            self._bind = self._bind_daemon()
+        self._bind.start()
+        self._bind.wait_until(self._zone_signed, self.start_timeout, "signed zone")
+        if self._unbound is not None and self._unbound.running:
+            # Unbound backs off from a server that stopped answering; forget
+            # that so it asks BIND again at once.
+            self._unbound_control("flush_infra", "all")
+
+    def stop_bind(self, *, hard: bool = False) -> None:
+        """Stop BIND (SIGKILL when ``hard``); the zone state stays on disk."""
+        if self._bind is not None:
+            self._bind.stop(hard=hard)
+
+    def describe(self) -> dict[str, object]:
+        """What a client needs to use the lab, as written to ``lab.json``."""
+        return {
+            "run_dir": str(self.run_dir),
+            "zone": self.zone,
+            "bind": [LOOPBACK, self.bind_port],
+            "resolver": [LOOPBACK, self.resolver_port],
+            "acme_url": self.acme_url,
+            "pebble_management_url": self.pebble_management_url,
+            "ca_bundle": str(self.ca_bundle),
+            "tsig_name": self.tsig_name,
+            "tsig_secret": self.tsig_secret,
+            "tsig_algorithm": self.tsig_algorithm,
+            "record_ttl": self.record_ttl,
+            "unbound_conf": str(self.unbound_conf),
+        }
+
+    # ------------------------------------------------------------- DNS tools
+
+    def keyring(self) -> dict[dns.name.Name, dns.tsig.Key]:
+        return dns.tsigkeyring.from_text({self.tsig_name: (self.tsig_algorithm, self.tsig_secret)})
+
+    def update(self, *, signed: bool = True) -> dns.update.UpdateMessage:
+        """An empty RFC 2136 update for the zone, TSIG-signed unless told not."""
+        if not signed:
+            return dns.update.UpdateMessage(self.zone)
+        return dns.update.UpdateMessage(
+            self.zone,
+            keyring=self.keyring(),
+            keyname=dns.name.from_text(self.tsig_name),
+            keyalgorithm=dns.tsig.HMAC_SHA256,
+        )
+
+    def send_update(
+        self, message: dns.update.UpdateMessage, timeout: float = 5.0
+    ) -> dns.rcode.Rcode:
+        """Send an update to BIND over TCP; return the response rcode."""
+        response = dns.query.tcp(message, LOOPBACK, port=self.bind_port, timeout=timeout)
+        return response.rcode()
+
+    def bind_query(
+        self, name: str, rdtype: str = "A", *, timeout: float = 2.0
+    ) -> dns.message.Message:
+        """Ask BIND directly (DO bit set, so RRSIGs come along)."""
+        return _query(name, rdtype, LOOPBACK, self.bind_port, timeout)
+
+    def resolver_query(
+        self, name: str, rdtype: str = "A", *, timeout: float = 3.0
+    ) -> dns.message.Message:
+        """Ask the validating resolver (RD and DO set); check ``.flags`` for AD."""
+        return _query(name, rdtype, LOOPBACK, self.resolver_port, timeout)
+
+    def wait_signed(
+        self,
+        name: str,
+        rdtype: str,
+        *,
+        present: bool = True,
+        expect: Collection[str] | None = None,
+        timeout: float = 10.0,
+    ) -> dns.rrset.RRset | None:
+        """Wait until BIND serves ``name``/``rdtype`` with its RRSIG (exactly
+        the rdata in ``expect`` when given), or no longer serves it when
+        ``present`` is False; return the RRset.
+
+        BIND signs each update a few milliseconds after accepting it.
+        """
+        want = dns.rdatatype.from_text(rdtype)
+        wanted = (
+            None
+            if expect is None
+            else {dns.rdata.from_text(dns.rdataclass.IN, want, text) for text in expect}
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.bind_query(name, rdtype)
+            rrset = _find(response, name, want)
+            signed = _find(response, name, dns.rdatatype.RRSIG, covers=want) is not None
+            if not present and rrset is None:
+                return None
+            if present and rrset is not None and signed:
+                if wanted is None or set(rrset) == wanted:
+                    return rrset
+            if time.monotonic() >= deadline:
+                state = "signed as expected" if present else "gone"
+                raise LabError(f"{name} {rdtype} not {state} at BIND within {timeout} s")
+            time.sleep(0.02)
+
+    def publish(self, name: str, rdtype: str, *rdatas: str, ttl: int | None = None) -> None:
+        """Replace ``name``/``rdtype`` with ``rdatas`` (TSIG-signed update),
+        wait until BIND serves it signed, and flush it from the resolver."""
+        update = self.update()
+        update.replace(name, self.record_ttl if ttl is None else ttl, rdtype, *rdatas)
+        rcode = self.send_update(update)
+        if rcode != dns.rcode.NOERROR:
+            raise LabError(f"update of {name} {rdtype} failed: {dns.rcode.to_text(rcode)}")
+        self.wait_signed(name, rdtype, expect=rdatas)
+        self.flush_resolver(name, rdtype)
+
+    def unpublish(self, name: str, rdtype: str) -> None:
+        """Delete ``name``/``rdtype``, wait until it is gone at BIND, flush it."""
+        update = self.update()
+        update.delete(name, rdtype)
+        rcode = self.send_update(update)
+        if rcode != dns.rcode.NOERROR:
+            raise LabError(f"delete of {name} {rdtype} failed: {dns.rcode.to_text(rcode)}")
+        self.wait_signed(name, rdtype, present=False)
+        self.flush_resolver(name, rdtype)
+
+    def flush_resolver(self, name: str, rdtype: str = "TLSA") -> None:
+        """Drop ``name``/``rdtype`` from Unbound's cache (``flush`` alone does
+        not flush TLSA or TXT; ``flush_type`` does)."""
+        self._unbound_control("flush_type", name, rdtype)
+
+    def flush_resolver_zone(self) -> None:
+        """Drop everything Unbound cached for the zone, bogus and negative
+        answers included."""
+        self._unbound_control("flush_zone", self.zone)
+        self._unbound_control("flush_bogus")
+        self._unbound_control("flush_negative")
+
+    # ---------------------------------------------------------- ACME tools
+
+    def pebble_roots(self) -> str:
+        """PEM of Pebble's current issuing root and intermediate (they change
+        at every Pebble start)."""
+        return self._management_get("/roots/0") + self._management_get("/intermediates/0")
+
+    def rfc2136_ini(self, path: Path) -> Path:
+        """Write certbot-dns-rfc2136 credentials for the lab (mode 0600)."""
+        text = (
+            f"dns_rfc2136_server = {LOOPBACK}\n"
+            f"dns_rfc2136_port = {self.bind_port}\n"
+            f"dns_rfc2136_name = {self.tsig_name}\n"
+            f"dns_rfc2136_secret = {self.tsig_secret}\n"
+            "dns_rfc2136_algorithm = HMAC-SHA256\n"
+        )
+        return pki.write_private(Path(path), text.encode("ascii"))
+
+    @staticmethod
+    def certbot_path() -> str:
+        # The certbot of the running interpreter's environment (a venv's bin/).
+        # sys.executable is not resolved: that would leave the venv.
+        beside = Path(sys.executable).parent / "certbot"
+        if beside.exists():
+            return str(beside)
+        found = shutil.which("certbot")
+        if found is None:
+            raise LabError(f"certbot not found beside {sys.executable} nor on PATH")
+        return found
+
+    def certbot_cmd(self, config_dir: Path, *args: str) -> list[str]:
+        """A certbot command line against Pebble, with its config, work and
+        logs directories side by side (``work`` and ``logs`` next to
+        ``config_dir``). Add ``--no-random-sleep-on-renew`` for ``renew``."""
+        config_dir = Path(config_dir)
+        base = config_dir.parent
+        return [
+            self.certbot_path(),
+            *args,
+            "--config-dir",
+            str(config_dir),
+            "--work-dir",
+            str(base / "work"),
+            "--logs-dir",
+            str(base / "logs"),
+            "--server",
+            self.acme_url,
+            "--non-interactive",
+            "--agree-tos",
+            "--email",
+            self.email,
+            "--no-eff-email",
+        ]
+
+    def certbot_env(self) -> dict[str, str]:
+        """Environment for certbot: trusts Pebble's HTTPS API, no proxies."""
+        env = _no_proxy_env()
+        env["REQUESTS_CA_BUNDLE"] = str(self.ca_bundle)
+        return env
+
+    def run_certbot(
+        self, config_dir: Path, *args: str, timeout: float = 180.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run certbot_cmd(config_dir, *args) with certbot_env(); output captured."""
+        return subprocess.run(
+            self.certbot_cmd(config_dir, *args),
+            env=self.certbot_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    # ------------------------------------------------------------ internals
+
+    def _prepare(self) -> None:
+        for directory in (self.bind_dir / "keys", self.unbound_dir, self.pebble_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        taken: set[int] = set()
+        if not self.bind_port:
+            self.bind_port = free_port(taken, udp=True)
+            self.resolver_port = free_port(taken, udp=True)
+            self.acme_port = free_port(taken)
+            self.pebble_management_port = free_port(taken)
+            self.pebble_http_port = free_port(taken)
+            self.pebble_tls_port = free_port(taken)
+        self._write_named_conf()
+        if not self.zone_file.exists():
+            self._write_zone()
+        self._write_pebble_files()
+
+    def _write_named_conf(self) -> None:
+        d = self.bind_dir
+        zone = self.zone.rstrip(".")
+        conf = f"""\
+options {{
+    directory "{d}";
+    pid-file "{d}/named.pid";
+    session-keyfile "{d}/session.key";
+    managed-keys-directory "{d}";
+    key-directory "{d}/keys";
+    listen-on port {self.bind_port} {{ {LOOPBACK}; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    notify no;
+    allow-transfer {{ none; }};
+    version none;
+}};
+
+// No rndc channel: it would need the system's rndc.key and port 953.
+controls {{ }};
+
+key "{self.tsig_name}" {{
+    algorithm {self.tsig_algorithm};
+    secret "{self.tsig_secret}";
+}};
+
+// One combined signing key that never rolls; short safety margins keep the
+// key states from holding anything up in a lab that lives for minutes.
+dnssec-policy "lab" {{
+    keys {{ csk key-directory lifetime unlimited algorithm ecdsap256sha256; }};
+    dnskey-ttl 300;
+    max-zone-ttl 86400;
+    zone-propagation-delay 1;
+    publish-safety 1;
+    retire-safety 1;
+    parent-ds-ttl 300;
+    parent-propagation-delay 1;
+}};
+
+zone "{zone}" {{
+    type primary;
+    file "{self.zone_file}";
+    dnssec-policy "lab";
+    inline-signing yes;
+    update-policy {{ grant {self.tsig_name} zonesub ANY; }};
+}};
+"""
+        self.named_conf.write_text(conf, encoding="utf-8")
+
+    def _write_zone(self) -> None:
+        ttl = self.record_ttl
+        # SOA TTL and minimum equal to the record TTL: negative answers (a TLSA
+        # not yet published) are cached no longer than positive ones.
+        zone = f"""\
+$ORIGIN {self.zone}
+$TTL {ttl}
+@       {ttl} IN SOA ns1.{self.zone} hostmaster.{self.zone} ( 1 60 10 3600 {ttl} )
+@       IN NS   ns1.{self.zone}
+ns1     IN A    {LOOPBACK}
+mail    IN A    {LOOPBACK}
+www     IN A    {LOOPBACK}
+"""
+        self.zone_file.write_text(zone, encoding="utf-8")
+
+    def _bind_daemon(self) -> Daemon:
+        return Daemon(
+            "named",
+            # -g: foreground, and everything logged to stderr (the log file),
+            # config errors included, which -f would send to syslog.
+            [find_tool("named"), "-g", "-4", "-c", str(self.named_conf)],
+            self.bind_dir / "named.log",
+            cwd=self.bind_dir,
+        )
+
+    def _zone_signed(self) -> bool:
+        response = self.bind_query(self.zone, "DNSKEY", timeout=0.5)
+        if response.rcode() != dns.rcode.NOERROR:
+            return False
+        dnskey = dns.rdatatype.DNSKEY
+        return (
+            _find(response, self.zone, dnskey) is not None
+            and _find(response, self.zone, dns.rdatatype.RRSIG, covers=dnskey) is not None
+        )
+
+    def _write_trust_anchor(self) -> None:
+        response = self.bind_query(self.zone, "DNSKEY")
+        keys = _find(response, self.zone, dns.rdatatype.DNSKEY)
+        if keys is None:
+            raise LabError("BIND served no DNSKEY for the trust anchor")
+        origin = dns.name.from_text(self.zone)
+        lines = [
+            f"{self.zone} IN DS {dns.dnssec.make_ds(origin, key, 'SHA256')}"
+            for key in keys
+            if key.flags & 0x0001  # SEP: the key (CSK/KSK) a DS points at
+        ]
+        if not lines:
+            raise LabError("BIND's DNSKEY set has no SEP key")
+        self.trust_anchor_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def _write_unbound_conf(self) -> None:
+        d = self.unbound_dir
+        control_socket = d / "control.sock"
+        if len(str(control_socket)) < 100:  # sun_path holds 108 bytes
+            self.unbound_control = str(control_socket)
+        else:
+            taken = {self.bind_port, self.resolver_port, self.acme_port}
+            self.unbound_control = f"{LOOPBACK}@{free_port(taken)}"
+        control = (
+            f'    control-interface: "{self.unbound_control}"'
+            if self.unbound_control.startswith("/")
+            else "    control-interface: {}\n    control-port: {}".format(
+                *self.unbound_control.split("@")
+            )
+        )
+        conf = f"""\
+server:
+    verbosity: 1
+    val-log-level: 2
+    use-syslog: no
+    logfile: "{d}/unbound.log"
+    log-time-ascii: yes
+    username: ""
+    chroot: ""
+    directory: "{d}"
+    pidfile: "{d}/unbound.pid"
+    num-threads: 1
+    interface: {LOOPBACK}
+    port: {self.resolver_port}
+    do-ip4: yes
+    do-ip6: no
+    do-udp: yes
+    do-tcp: yes
+    # Queries leave from 127.0.0.1 only: the kernel cannot route them off
+    # the machine even if a name outside the lab were asked.
+    outgoing-interface: {LOOPBACK}
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "validator iterator"
+    trust-anchor-file: "{self.trust_anchor_file}"
+    # test. is a built-in NXDOMAIN zone of Unbound's.
+    local-zone: "test." nodefault
+    cache-max-ttl: 86400
+    # Deterministic caching for the tests: no answers synthesised from
+    # cached NSEC, no expired or prefetched answers, and a server that
+    # stopped answering (stop_bind) is tried again at once after restart.
+    aggressive-nsec: no
+    prefetch: no
+    serve-expired: no
+    val-bogus-ttl: {self.record_ttl}
+    infra-host-ttl: 5
+    infra-keep-probing: yes
+    qname-minimisation: no
+    trust-anchor-signaling: no
+    ede: yes
+
+# The lab's zone is served by the lab's BIND ...
+stub-zone:
+    name: "{self.zone}"
+    stub-addr: {LOOPBACK}@{self.bind_port}
+
+# ... and so is everything else, instead of the Internet's roots: BIND refuses
+# it and the resolver answers SERVFAIL, without a packet leaving the machine.
+stub-zone:
+    name: "."
+    stub-addr: {LOOPBACK}@{self.bind_port}
+    stub-prime: no
+
+remote-control:
+    control-enable: yes
+{control}
+    control-use-cert: no
+"""
+        self.unbound_conf.write_text(conf, encoding="utf-8")
+
+    def _unbound_daemon(self) -> Daemon:
+        return Daemon(
+            "unbound",
+            [find_tool("unbound"), "-d", "-c", str(self.unbound_conf)],
+            self.unbound_dir / "unbound.out",
+            logs=[self.unbound_dir / "unbound.log"],
+            cwd=self.unbound_dir,
+        )
+
+    def _resolver_validates(self) -> bool:
+        response = self.resolver_query(self.zone, "SOA", timeout=0.5)
+        return response.rcode() == dns.rcode.NOERROR and bool(response.flags & dns.flags.AD)
+
+    def _unbound_control(self, *command: str) -> str:
+        result = subprocess.run(
+            [find_tool("unbound-control"), "-c", str(self.unbound_conf), *command],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if result.returncode != 0 or result.stdout.startswith("error"):
+            raise LabError(
+                f"unbound-control {' '.join(command)} failed ({result.returncode}): "
+                f"{result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    def _write_pebble_files(self) -> None:
+        ca_key, ca_cert = pki.make_ca("dane lab Pebble API CA")
+        key, cert = pki.make_leaf(["localhost", LOOPBACK], (ca_key, ca_cert))
+        self.ca_bundle.write_bytes(pki.cert_pem(ca_cert))
+        cert_file = self.pebble_dir / "api-cert.pem"
+        key_file = self.pebble_dir / "api-key.pem"
+        cert_file.write_bytes(pki.cert_pem(cert))
+        pki.write_private(key_file, pki.key_pem(key))
+        config: dict[str, object] = {
+            "listenAddress": f"{LOOPBACK}:{self.acme_port}",
+            "managementListenAddress": f"{LOOPBACK}:{self.pebble_management_port}",
+            "certificate": str(cert_file),
+            "privateKey": str(key_file),
+            # Only used by HTTP-01 / TLS-ALPN-01 checks; the lab uses DNS-01.
+            "httpPort": self.pebble_http_port,
+            "tlsPort": self.pebble_tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+        if self.cert_validity is not None:
+            config["certificateValidityPeriod"] = self.cert_validity
+        self.pebble_conf.write_text(json.dumps({"pebble": config}, indent=2), encoding="utf-8")
+
+    def _pebble_daemon(self) -> Daemon:
+        env = _no_proxy_env()
+        env.update(
+            PEBBLE_VA_NOSLEEP="1",  # no random 0-15 s pause per validation
+            PEBBLE_WFE_NONCEREJECT="0",  # no random badNonce errors
+            PEBBLE_AUTHZREUSE="0",  # every order really does its DNS-01 challenge
+        )
+        return Daemon(
+            "pebble",
+            [
+                find_tool("pebble"),
+                "-config",
+                str(self.pebble_conf),
+                "-dnsserver",
+                f"{LOOPBACK}:{self.bind_port}",
+            ],
+            self.pebble_dir / "pebble.log",
+            env=env,
+            cwd=self.pebble_dir,
+        )
+
+    def _https_get(self, url: str, timeout: float) -> bytes:
+        # No proxies from the environment: Pebble is on 127.0.0.1.
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}),
+            urllib.request.HTTPSHandler(
+                context=ssl.create_default_context(cafile=str(self.ca_bundle))
+            ),
+        )
+        with opener.open(url, timeout=timeout) as response:
+            body: bytes = response.read()
+            return body
+
+    def _pebble_answers(self) -> bool:
+        return b"newOrder" in self._https_get(self.acme_url, timeout=1)
+
+    def _management_get(self, path: str) -> str:
+        return self._https_get(self.pebble_management_url + path, timeout=5).decode("ascii")
+
+
+def _query(name: str, rdtype: str, address: str, port: int, timeout: float) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, want_dnssec=True)
+    response = dns.query.udp(query, address, port=port, timeout=timeout)
+    if response.flags & dns.flags.TC:
+        response = dns.query.tcp(query, address, port=port, timeout=timeout)
+    return response
+
+
+def _find(
+    response: dns.message.Message,
+    name: str,
+    rdtype: dns.rdatatype.RdataType,
+    covers: dns.rdatatype.RdataType = dns.rdatatype.NONE,
+) -> dns.rrset.RRset | None:
+    owner = dns.name.from_text(name)
+    for rrset in response.answer:
+        if rrset.name == owner and rrset.rdtype == rdtype and rrset.covers == covers:
+            return rrset
+    return None

@@ -1,0 +1,132 @@
+"""A TLS service that reads its certificate anew for every connection.
+
+It stands in for a mail server such as Postfix's smtpd, which loads
+``fullchain.pem``/``privkey.pem`` per session: the moment a certificate file
+(or the symlink to it) changes, the very next client sees the new certificate.
+That is the strictest test of "switch only when the TLSA records are live".
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from pathlib import Path
+from types import TracebackType
+
+GREETING = b"220 dane-lab ESMTP ready\r\n"
+
+
+class DaneService:
+    """TLS on 127.0.0.1:``port`` (0: a free one, see ``.port`` after start)
+    serving ``directory``/fullchain.pem with ``directory``/privkey.pem
+    (symlinks followed) as they are at each connection."""
+
+    def __init__(self, directory: Path, port: int = 0, *, handshake_timeout: float = 10.0) -> None:
+        self.directory = Path(directory)
+        self.port = port
+        self.handshake_timeout = handshake_timeout
+        self.connections = 0
+        self.handshakes = 0
+        self.load_errors = 0
+        self.handshake_errors = 0
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def __enter__(self) -> DaneService:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def fullchain(self) -> Path:
+        return self.directory / "fullchain.pem"
+
+    @property
+    def privkey(self) -> Path:
+        return self.directory / "privkey.pem"
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        # Accept with a timeout so stop() is noticed promptly.
+        sock.settimeout(0.2)
+        self.port = int(sock.getsockname()[1])
+        self._sock = sock
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._serve, name=f"dane-service-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(self.fullchain), str(self.privkey))
+        return context
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(self.handshake_timeout)
+        try:
+            try:
+                context = self._context()
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                # Like a mail server that cannot read its key pair: the
+                # client gets no TLS at all.
+                self._record(f"load: {exc}", load=True)
+                return
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    with self._lock:
+                        self.handshakes += 1
+                    tls.sendall(GREETING)
+                    try:
+                        tls.unwrap()
+                    except (OSError, ssl.SSLError):
+                        pass  # clients often just close
+            except (OSError, ssl.SSLError) as exc:
+                # Includes clients that abort because DANE did not match.
+                self._record(f"handshake: {exc}", load=False)
+        finally:
+            conn.close()
+
+    def _record(self, message: str, *, load: bool) -> None:
+        with self._lock:
+            if load:
+                self.load_errors += 1
+            else:
+                self.handshake_errors += 1
+            self.last_error = message
