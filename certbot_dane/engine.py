@@ -195,7 +195,8 @@ class Engine:
             raise EngineError(
                 f"lineage {ctx.data.lineage}: the dane links point at version {current}, but "
                 f"version {s.served.number} is the one whose records are live; the links "
-                "were changed by hand. Put them back or run 'certbot-dane reset'"
+                f"were changed by hand. Put them back: ln -sfn {danedir.VERSIONS}/"
+                f"{s.served.number} {ctx.directory / ctx.data.lineage / danedir.CURRENT}"
             )
 
     def _notice_renewal(self, ctx: _Context, result: Result) -> None:
