@@ -310,3 +310,18 @@ def test_crash_between_every_two_steps(tmp_path: Path, monkeypatch: pytest.Monke
         env.settle()
         assert env.served() == 2, f"crash at step {k}"
         assert env.dns.records() == env.records_of(2), f"crash at step {k}: leftovers"
+
+
+def test_links_changed_by_hand_stop_the_rollover(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    env.engine().check(NAME)
+    current = Path(env.settings.directory) / NAME / "current"
+    current.unlink()
+    current.symlink_to(".versions/7")  # neither served nor pending
+    before = set(env.dns.records())
+    env.now += 1000
+    result = env.engine().check(NAME)
+    assert result.error and "changed by hand" in result.error
+    assert f"ln -sfn .versions/1 {current}" in result.error
+    assert env.dns.records() == before, "nothing may change while the links are unexplained"
