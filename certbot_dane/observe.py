@@ -7,6 +7,7 @@ the AD bit. Answers without AD never count.
 """
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,13 +43,19 @@ def parse_address(text: str, default_port: int = 53) -> Address:
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":") or str(default_port)
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"bad address {text!r}: expected [V6]:PORT")
+        port = rest[1:] or str(default_port)
     elif text.count(":") == 1:
         host, port = text.split(":")
     else:
         host, port = text, str(default_port)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"bad address {text!r}: expected ADDR or ADDR:PORT")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"bad address {text!r}: {host!r} is not an IP address") from None
     return host, int(port)
 
 
@@ -89,7 +96,7 @@ class Observer:
             response, _ = dns.query.udp_with_fallback(
                 query, server[0], timeout=self.timeout, port=server[1]
             )
-        except (dns.exception.DNSException, OSError) as err:
+        except (dns.exception.DNSException, OSError, ValueError) as err:
             reason = "timed out" if isinstance(err, dns.exception.Timeout) else str(err)
             raise ObserveError(f"cannot {what} at {server[0]}:{server[1]}: {reason}") from None
         return response

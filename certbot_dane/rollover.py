@@ -321,7 +321,7 @@ def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State
 
 def _renewed(state: State, version: Version) -> State:
     known = [v.number for v in (state.served, state.pending) if v is not None]
-    if version.number in known or (state.served and version.number < state.served.number):
+    if known and version.number <= max(known):
         return state
     return replace(state, pending=version, visible_since=None)
 

@@ -134,6 +134,8 @@ def to_json(data: LineageFile) -> str:
 
 def from_json(text: str) -> LineageFile:
     doc = json.loads(text)
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
     if doc.get("format") != FORMAT:
         raise ValueError(f"unknown state format {doc.get('format')!r}")
     r = doc["rollover"]
@@ -195,7 +197,7 @@ def load(config_dir: str | Path, lineage: str) -> LineageFile | None:
         raise StateError(f"cannot read state file {path}: {err.strerror}") from None
     try:
         data = from_json(text)
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise StateError(
             f"state file {path} is damaged ({err}); move it aside and run "
             f"'certbot install -i dane --cert-name {lineage}' to start this lineage afresh"

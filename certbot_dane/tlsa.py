@@ -34,7 +34,7 @@ class SpecError(ValueError):
     """A ``--dane-tlsa`` spec that cannot be parsed; the message names the bad part."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Target:
     """One TLSA record set to maintain for a lineage."""
 
@@ -90,8 +90,10 @@ def parse_spec(text: str) -> Target:
             raise SpecError(
                 f"bad TLSA spec {part!r}: host {host!r} is not a DNS name ({err})"
             ) from None
-        if host.startswith("*."):
+        if "*" in host:
             raise SpecError(f"bad TLSA spec {part!r}: a wildcard host has no TLSA owner name")
+        if not host.strip("."):
+            raise SpecError(f"bad TLSA spec {part!r}: the host after @ is empty")
     proto = (match["proto"] or "tcp").lower()
     return Target(usage, selector, mtype, port, proto, host.lower().rstrip(".") if host else None)
 
@@ -101,7 +103,7 @@ def parse_specs(text: str) -> tuple[Target, ...]:
     parts = [p for p in (text or "").split(",") if p.strip()]
     if not parts:
         raise SpecError("no TLSA spec given: pass --dane-tlsa, e.g. --dane-tlsa 311:25")
-    return tuple(sorted(set(parse_spec(p) for p in parts)))
+    return tuple(sorted(set(parse_spec(p) for p in parts), key=Target.spec))
 
 
 def format_specs(targets: Iterable[Target]) -> str:
