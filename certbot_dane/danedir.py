@@ -5,13 +5,15 @@ Layout for one lineage::
     <dane-dir>/NAME/                     0700
         .versions/7/{cert,chain,fullchain,privkey}.pem   copies of archive version 7
         current -> .versions/7
-        fullchain.pem -> current/fullchain.pem  (and cert, chain, privkey)
+        fullchain.pem -> current/fullchain.pem  (and cert, chain, privkey, combined)
 
-Services open ``NAME/fullchain.pem`` and ``NAME/privkey.pem``. Moving the
-served version is one ``rename`` of ``current``, so a reader sees the old
-pair or the new pair, never a new certificate with an old key. The version
-files are copies made when the version is first seen, so certbot pruning its
-archive can never leave a link dangling.
+Moving the served version is one ``rename`` of ``current``. A service that
+opens ``fullchain.pem`` and ``privkey.pem`` one after the other could straddle
+that rename; ``combined.pem`` (the key followed by the full chain, one file)
+cannot, so it is the safest choice where the service accepts it (Postfix
+``smtpd_tls_chain_files``, HAProxy, nginx with both directives on it). The
+version files are copies made when the version is first seen, so certbot
+pruning its archive can never leave a link dangling.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from pathlib import Path
 from .state import fsync_dir
 
 KINDS = ("cert", "chain", "fullchain", "privkey")
+COMBINED = "combined"
+LINKS = (*KINDS, COMBINED)
 VERSIONS = ".versions"
 CURRENT = "current"
 
@@ -65,7 +69,9 @@ def stage(directory: str | Path, lineage: str, number: int, sources: dict[str, P
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{number}-", dir=versions))
     try:
         for kind in KINDS:
-            _copy(Path(sources[kind]), tmp / f"{kind}.pem")
+            _write(tmp / f"{kind}.pem", Path(sources[kind]).read_bytes())
+        key, chain = (Path(sources[k]).read_bytes() for k in ("privkey", "fullchain"))
+        _write(tmp / f"{COMBINED}.pem", key.rstrip(b"\n") + b"\n" + chain)
         fsync_dir(tmp)
         os.rename(tmp, final)
     except BaseException:
@@ -75,9 +81,9 @@ def stage(directory: str | Path, lineage: str, number: int, sources: dict[str, P
     return final
 
 
-def _copy(source: Path, target: Path) -> None:
-    data = source.read_bytes()
-    mode = 0o600 if target.name == "privkey.pem" else 0o644
+def _write(target: Path, data: bytes) -> None:
+    secret = target.name in ("privkey.pem", f"{COMBINED}.pem")
+    mode = 0o600 if secret else 0o644
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
@@ -119,7 +125,7 @@ def switch(directory: str | Path, lineage: str, number: int) -> None:
         os.unlink(tmp)
     os.symlink(f"{VERSIONS}/{number}", tmp)
     os.replace(tmp, path / CURRENT)
-    for kind in KINDS:
+    for kind in LINKS:
         _ensure_link(path / f"{kind}.pem", f"{CURRENT}/{kind}.pem")
     fsync_dir(path)
 

@@ -55,6 +55,9 @@ def test_stage_copies(tmp_path: Path, root: Path) -> None:
         assert not os.path.samefile(copy, sources[kind])
     assert mode(final / "privkey.pem") == 0o600
     assert mode(final / "cert.pem") & 0o022 == 0  # nobody else may write
+    combined = (final / "combined.pem").read_bytes()
+    assert combined == b"privkey of version 1\nfullchain of version 1\n"
+    assert mode(final / "combined.pem") == 0o600
     assert sorted(os.listdir(final.parent)) == ["1"]
     assert danedir.staged(root, LINEAGE, 1)
     assert not danedir.staged(root, LINEAGE, 2)
@@ -137,8 +140,10 @@ def test_switch(tmp_path: Path, root: Path) -> None:
     assert danedir.served_version(root, LINEAGE) == 2
     # nothing but the links, current and the versions; no temp links left
     assert sorted(os.listdir(path)) == [
-        ".versions", "cert.pem", "chain.pem", "current", "fullchain.pem", "privkey.pem",
+        ".versions", "cert.pem", "chain.pem", "combined.pem", "current", "fullchain.pem",
+        "privkey.pem",
     ]
+    assert (path / "combined.pem").read_text() == "privkey of version 2\nfullchain of version 2\n"
 
     danedir.switch(root, LINEAGE, 2)  # again: no change
     assert danedir.served_version(root, LINEAGE) == 2

@@ -94,8 +94,14 @@ class DaneService:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _context(self) -> ssl.SSLContext:
+        # One file holding key and chain, read in one open, as Postfix reads
+        # smtpd_tls_chain_files: a switch between two opens cannot split it.
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(self.fullchain), str(self.privkey))
+        combined = self.directory / "combined.pem"
+        if combined.exists():
+            context.load_cert_chain(str(combined))
+        else:
+            context.load_cert_chain(str(self.fullchain), str(self.privkey))
         return context
 
     def _handle(self, conn: socket.socket) -> None:
