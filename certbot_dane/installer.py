@@ -191,7 +191,10 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         if result.error:
             return
         links = Path(settings.directory) / name
-        message = f"dane: {name}: services should read {links}/fullchain.pem and privkey.pem"
+        message = (
+            f"dane: {name}: services should read {links}/combined.pem (key and full chain), "
+            "or fullchain.pem and privkey.pem there"
+        )
         if result.waiting:
             message += f"; waiting: {result.waiting}"
         display_util.notify(message)
