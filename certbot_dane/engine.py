@@ -250,7 +250,7 @@ class Engine:
         views = {owner: ctx.store.list(owner) for owner in by_owner(records)}
         present = frozenset().union(*(v.records for v in views.values()))
         absent = records - present
-        ctx.advance(Claimed(absent))
+        ctx.advance(Claimed(absent, prior))
         for owner, group in by_owner(absent).items():
             ttl = ctx.data.settings.record_ttl or views[owner].ttl or DEFAULT_RECORD_TTL
             ctx.store.add(group, ttl)

@@ -133,9 +133,15 @@ class Renewed:
 
 @dataclass(frozen=True)
 class Claimed:
-    """These absent records are about to be added by this host."""
+    """These absent records are about to be added by this host.
+
+    ``ttl`` is the owners' TTL seen before the add. It is kept now, before
+    the add can change it: a crash after the add would otherwise leave the
+    next run to see only the new TTL and compute too short a hold.
+    """
 
     records: frozenset[Record]
+    ttl: int | None = None
 
 
 @dataclass(frozen=True)
@@ -261,8 +267,8 @@ def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State
     match outcome:
         case Renewed(version):
             return _renewed(state, version)
-        case Claimed(records):
-            return replace(state, owned=state.owned | records)
+        case Claimed(records, ttl):
+            return replace(state, owned=state.owned | records, hold_ttl=_max(state.hold_ttl, ttl))
         case Published(records, ttl):
             return replace(
                 state,
@@ -280,12 +286,15 @@ def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State
         case Switched(version):
             if state.pending is None or version.number != state.pending.number:
                 return state
+            # Only a switch that waited out a hold proves that caches forgot
+            # the RRsets behind hold_ttl; an immediate one (key reuse) keeps it.
+            waited = state.visible_since is not None
             return replace(
                 state,
                 served=version,
                 pending=None,
                 visible_since=None,
-                hold_ttl=None,
+                hold_ttl=None if waited else state.hold_ttl,
                 reload_due=policy.reload and state.served is not None,
                 published=state.published & (version.records | state.owned),
                 last_error=None,
