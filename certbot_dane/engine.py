@@ -80,7 +80,7 @@ ObserverFactory = Callable[[Settings], Observer]
 
 
 def default_store(settings: Settings) -> RecordStore:
-    return open_store(settings.store, settings.credentials)
+    return open_store(settings)
 
 
 def default_observer(settings: Settings) -> Observer:

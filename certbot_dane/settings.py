@@ -61,7 +61,7 @@ def from_options(options: dict[str, Any], config: Any, name: str | None) -> Sett
         else DEFAULT_HOLD_MARGIN,
     )
     try:
-        stores.open_store(settings.store, settings.credentials)
+        stores.open_store(settings)
     except stores.StoreConfigError as err:
         raise SettingsError(str(err)) from None
     return settings

@@ -45,6 +45,10 @@ class FakeStore(RecordStore):
     def __init__(self, dns: FakeDNS) -> None:
         self.dns = dns
 
+    @classmethod
+    def from_settings(cls, settings: object, timeout: float = 10.0) -> FakeStore:
+        raise NotImplementedError("engine tests hand the store in directly")
+
     def _check(self, what: str) -> None:
         if self.dns.down:
             raise StoreError(f"fake store: cannot {what}: connection refused")

@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from certbot_dane.dns import StoreConfigError, StoreError, open_store
 from certbot_dane.dns.rfc2136 import Rfc2136Store
+from certbot_dane.state import Settings
 from certbot_dane.tlsa import Record
 from tests.lab.lab import Lab
 from tests.lab.process import free_port
@@ -110,7 +111,8 @@ def test_from_credentials_reads_the_lab_ini(lab: Lab, tmp_path: Path) -> None:
     store = Rfc2136Store.from_credentials(str(path), timeout=3)
     assert (store.server, store.port, store.timeout) == ("127.0.0.1", lab.bind_port, 3)
     # open_store builds the same thing by name
-    same = open_store("rfc2136", str(path), timeout=4)
+    settings = Settings(targets="311:25", directory=str(tmp_path), credentials=str(path))
+    same = open_store(settings, timeout=4)
     assert isinstance(same, Rfc2136Store)
     assert (same.server, same.port, same.timeout) == ("127.0.0.1", lab.bind_port, 4)
 
@@ -171,9 +173,10 @@ def test_no_credentials_path() -> None:
     assert "\n" not in str(info.value)
 
 
-def test_unknown_store_name() -> None:
-    with pytest.raises(StoreConfigError, match="unknown DNS store 'route53'.*--dane-dns"):
-        open_store("route53", None)
+def test_unknown_store_name(tmp_path: Path) -> None:
+    settings = Settings(targets="311:25", directory=str(tmp_path), store="carrier-pigeon")
+    with pytest.raises(StoreConfigError, match="unknown DNS store 'carrier-pigeon'.*--dane-dns"):
+        open_store(settings)
 
 
 # Zone discovery -----------------------------------------------------------------

@@ -171,7 +171,7 @@ def error_of(options: dict[str, Any], config: SimpleNamespace) -> str:
         ({"tlsa": "311:0"}, ["--dane-tlsa", "port 0"]),
         ({"tlsa": ""}, ["--dane-tlsa", "pass --dane-tlsa"]),
         ({"tlsa": "311:25@*.example.com"}, ["--dane-tlsa", "wildcard"]),
-        ({"dns": "route53"}, ["--dane-dns 'route53' is not a known store", "rfc2136"]),
+        ({"dns": "pigeon"}, ["--dane-dns 'pigeon' is not a known store", "rfc2136"]),
         ({"credentials": "/nonexistent/creds.ini"},
          ["credentials file /nonexistent/creds.ini does not exist", "--dane-credentials"]),
         ({"resolver": "127.0.0.1:99999"}, ["--dane-resolver", "expected ADDR or ADDR:PORT"]),

@@ -10,8 +10,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..tlsa import Record
+
+if TYPE_CHECKING:
+    from ..state import Settings
 
 
 class StoreError(Exception):
@@ -41,6 +45,11 @@ class RecordStore(abc.ABC):
     """Add, delete and list TLSA records at owner names."""
 
     name = "store"
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> RecordStore:
+        """Build the store from a lineage's settings, offline; StoreConfigError if wrong."""
 
     @abc.abstractmethod
     def list(self, owner: str) -> RRsetView:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import dns.exception
 import dns.flags
@@ -24,6 +25,9 @@ import dns.update
 
 from ..tlsa import Record
 from .base import RecordStore, RRsetView, StoreConfigError, StoreError, by_owner
+
+if TYPE_CHECKING:
+    from ..state import Settings
 
 ALGORITHMS = {
     "HMAC-MD5": dns.tsig.HMAC_MD5,
@@ -66,6 +70,10 @@ class Rfc2136Store(RecordStore):
             ) from None
         self._algorithm = alg
         self._zones: dict[str, dns.name.Name] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> Rfc2136Store:
+        return cls.from_credentials(settings.credentials, timeout=timeout)
 
     @classmethod
     def from_credentials(cls, path: str | None, timeout: float = 10.0) -> Rfc2136Store:
