@@ -72,6 +72,13 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
             type=int,
             help=f"seconds added to the hold (default: {dane_settings.DEFAULT_HOLD_MARGIN})",
         )
+        add(
+            "exec",
+            help="exec store: program and arguments (no shell) run once per record, "
+            "with the alnitak environment contract",
+        )
+        add("exec-timeout", type=int, help="exec store: seconds before the program is killed")
+        add("api-url", help="record store API base URL (Cloudflare, Route 53 endpoint)")
         add("lock-timeout", type=int, help=argparse.SUPPRESS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -169,6 +176,9 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         options = {key: self.conf(key) for key in keys}
         options["record_ttl"] = self.conf("record-ttl")
         options["hold_margin"] = self.conf("hold-margin")
+        options["exec"] = self.conf("exec")
+        options["exec_timeout"] = self.conf("exec-timeout")
+        options["api_url"] = self.conf("api-url")
         return options
 
     def _certname(self) -> str | None:

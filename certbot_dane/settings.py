@@ -16,6 +16,7 @@ from .observe import parse_address
 from .state import Settings
 
 DEFAULT_HOLD_MARGIN = 60
+DEFAULT_EXEC_TIMEOUT = 60
 MAX_TTL = 2**31 - 1
 
 
@@ -59,6 +60,10 @@ def from_options(options: dict[str, Any], config: Any, name: str | None) -> Sett
         hold_margin=_number(options.get("hold_margin"), "--dane-hold-margin", 0, MAX_TTL)
         if options.get("hold_margin") is not None
         else DEFAULT_HOLD_MARGIN,
+        exec_command=_exec(options.get("exec"), store),
+        exec_timeout=_number(options.get("exec_timeout"), "--dane-exec-timeout", 1, 86400)
+        or DEFAULT_EXEC_TIMEOUT,
+        api_url=_url(options.get("api_url")),
     )
     try:
         stores.open_store(settings)
@@ -139,6 +144,35 @@ def _reload(value: Any) -> str | None:
             f"--dane-reload: program {argv[0]!r} not found or not executable; give its full path"
         )
     return str(value)
+
+
+def _exec(value: Any, store: str) -> str | None:
+    if not value:
+        if store == "exec":
+            raise SettingsError(
+                "--dane-dns exec needs --dane-exec \"PROGRAM ARGS\": the program that "
+                "publishes and deletes records"
+            )
+        return None
+    try:
+        argv = shlex.split(str(value))
+    except ValueError as err:
+        raise SettingsError(f"--dane-exec: cannot split {value!r}: {err}") from None
+    if not argv or shutil.which(argv[0]) is None:
+        raise SettingsError(
+            f"--dane-exec: program {argv[0] if argv else value!r} not found or not "
+            "executable; give its full path"
+        )
+    return str(value)
+
+
+def _url(value: Any) -> str | None:
+    if not value:
+        return None
+    text = str(value).rstrip("/")
+    if not text.startswith(("https://", "http://")):
+        raise SettingsError(f"--dane-api-url: {value!r} is not an http(s) URL")
+    return text
 
 
 def _number(value: Any, option: str, low: int, high: int) -> int | None:

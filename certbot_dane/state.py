@@ -46,6 +46,9 @@ class Settings:
     reload: str | None = None
     record_ttl: int | None = None
     hold_margin: float = 60.0
+    exec_command: str | None = None
+    exec_timeout: int = 60
+    api_url: str | None = None
 
 
 @dataclass

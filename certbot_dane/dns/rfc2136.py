@@ -8,7 +8,8 @@ other records at the same owner name are left alone.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import dns.exception
@@ -167,6 +168,7 @@ class Rfc2136Store(RecordStore):
             for record in group:
                 update.add(dns.name.from_text(owner), ttl, record.rdata())
             self._send(update, f"add {len(group)} TLSA record(s) at {owner}")
+            self._settle(owner, lambda view, g=group: set(g) <= view.records)
 
     def delete(self, records: Iterable[Record]) -> None:
         for owner, group in by_owner(records).items():
@@ -174,6 +176,21 @@ class Rfc2136Store(RecordStore):
             for record in group:
                 update.delete(dns.name.from_text(owner), record.rdata())
             self._send(update, f"delete {len(group)} TLSA record(s) at {owner}")
+            self._settle(owner, lambda view, g=group: not set(g) & view.records)
+
+    def _settle(self, owner: str, done: Callable[[RRsetView], bool]) -> None:
+        """Wait (bounded) until the primary serves the change.
+
+        A server that signs inline applies an update to the signed zone a
+        moment after it answered NOERROR; callers expect to list what they
+        just wrote. Not settling in time is no error: visibility is decided
+        by the observer, never by the store.
+        """
+        deadline = time.monotonic() + self.timeout
+        delay = 0.01
+        while not done(self.list(owner)) and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     def _update(self, owner: str) -> dns.update.UpdateMessage:
         return dns.update.UpdateMessage(
