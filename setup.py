@@ -20,6 +20,9 @@ test_extras = [
 
 docs_extras = ["sphinx>=5"]
 
+# Optional SDKs, imported only when their store is used.
+route53_extras = ["boto3"]
+
 setup(
     name="certbot-dane",
     version=version,
@@ -32,7 +35,11 @@ setup(
     packages=find_packages(exclude=["tests", "tests.*"]),
     include_package_data=True,
     install_requires=install_requires,
-    extras_require={"test": test_extras, "docs": docs_extras},
+    extras_require={
+        "test": test_extras,
+        "docs": docs_extras,
+        "route53": route53_extras,
+    },
     entry_points={
         "certbot.plugins": ["dane = certbot_dane.installer:Installer"],
         "console_scripts": ["certbot-dane = certbot_dane.cli:main"],

@@ -127,6 +127,16 @@ class Engine:
             state.save(self.config_dir, data)
             return self._run(data)
 
+    def check_many(self, names: list[str]) -> dict[str, Result | Exception]:
+        """The deferred step for several lineages; a failure of one never stops another."""
+        results: dict[str, Result | Exception] = {}
+        for name in names:
+            try:
+                results[name] = self.check(name)
+            except (state.StateError, EngineError) as err:
+                results[name] = err
+        return results
+
     def check(self, name: str) -> Result:
         """The deferred step for one managed lineage."""
         with state.locked(self.config_dir, name, self.lock_timeout):
