@@ -33,9 +33,11 @@ def live_version(config_dir: str | Path, name: str) -> tuple[int, Path]:
     """(version number, archive directory) that live/NAME/cert.pem points at."""
     link = live_dir(config_dir, name) / "cert.pem"
     if not link.exists():
+        state_file = Path(config_dir) / "dane-state" / f"{name}.json"
         raise LineageError(
-            f"lineage {name}: {link} does not exist; is --config-dir right and the "
-            "certificate still there (certbot certificates)?"
+            f"lineage {name}: {link} does not exist; if the certificate was deleted on "
+            f"purpose, remove its TLSA records and then {state_file}, otherwise check "
+            "--config-dir ('certbot certificates' lists the lineages)"
         )
     target = Path(os.path.realpath(link))
     match = _VERSIONED.match(target.name)
