@@ -1,0 +1,431 @@
+"""Cloudflare's v4 REST API, reading certbot-dns-cloudflare's INI.
+
+The Cloudflare SDKs differ between the versions that certbot ships with
+(python-cloudflare 2.x on Debian, ``cloudflare>=4`` in the snap), so this
+store talks to the few endpoints it needs through a small adapter over
+``requests``, which certbot already depends on.
+
+The zone is the longest name, walking up from the owner's parent, that the
+API lists under ``GET /zones?name=``: nested zones and public suffixes such as
+``co.uk`` need no configuration, and nothing is guessed from the last two
+labels. Records are created and deleted one by one by id, so records that
+other hosts keep at the same owner name are never touched.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from ..tlsa import Record
+from .base import RecordStore, RRsetView, StoreConfigError, StoreError, by_owner
+
+if TYPE_CHECKING:
+    from ..state import Settings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
+
+#: Cloudflare's ttl 1 means "automatic", which Cloudflare serves as 300 s. The
+#: rollover needs a number of seconds to wait out caches, so 1 is reported as 300.
+AUTOMATIC_TTL = 1
+AUTOMATIC_TTL_SECONDS = 300
+
+#: Cloudflare answers a create of an existing identical record with this code;
+#: another host (or an earlier, interrupted run) made it, which is what we wanted.
+IDENTICAL_RECORD_EXISTS = 81058
+
+#: 429 handling: at most this many retries, each waiting what Retry-After asks
+#: but never longer than MAX_RETRY_WAIT seconds (a longer wait fails instead,
+#: so a run never hangs for minutes on a rate limit).
+MAX_RETRIES = 3
+MAX_RETRY_WAIT = 30.0
+
+#: A runaway pagination (a server that always claims one more page) stops here.
+MAX_PAGES = 1000
+
+
+class _ApiError(Exception):
+    """One failed API call; ``reason`` is one line, free of secrets."""
+
+    def __init__(self, reason: str, status: int | None = None, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One TLSA record as Cloudflare holds it: its id matters for deletion."""
+
+    id: str
+    record: Record
+    ttl: int
+
+
+class CloudflareApi:
+    """The handful of v4 endpoints the store needs, with auth, timeouts and 429 retries.
+
+    Every failure becomes :class:`_ApiError` with a one-line reason taken from
+    Cloudflare's ``errors[0].message`` or the HTTP status; the credentials
+    only ever travel in request headers and are redacted from any reason.
+    """
+
+    def __init__(
+        self,
+        headers: dict[str, str],
+        base_url: str = DEFAULT_API_URL,
+        timeout: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._sleep = sleep
+        self._secrets = tuple(s for s in secrets if s)
+        self.session = requests.Session()
+        self.session.headers.update(headers)
+        self.session.headers["Accept"] = "application/json"
+        self.session.headers["User-Agent"] = "certbot-dane"
+
+    def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        return self.call("GET", path, params=params)
+
+    def pages(self, path: str, params: dict[str, Any], per_page: int) -> Iterator[dict[str, Any]]:
+        """Every item of a paginated list, following ``result_info`` to the last page.
+
+        The server may cap ``per_page`` below what was asked, so the number of
+        pages comes from its ``result_info``, not from our request.
+        """
+        page = 1
+        while True:
+            body = self.get(path, {**params, "page": page, "per_page": per_page})
+            items = body.get("result")
+            if not isinstance(items, list):
+                raise _ApiError("malformed answer: the result of a list is not a list")
+            yield from items
+            info = body.get("result_info")
+            info = info if isinstance(info, dict) else {}
+            total_pages = info.get("total_pages")
+            if isinstance(total_pages, int):
+                more = page < total_pages
+            else:
+                served = info.get("per_page", per_page)
+                more = bool(items) and isinstance(served, int) and len(items) >= served
+            if not more or not items:
+                return
+            page += 1
+            if page > MAX_PAGES:
+                raise _ApiError(f"malformed answer: more than {MAX_PAGES} pages")
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One API call; waits and retries on 429, raises :class:`_ApiError` otherwise."""
+        url = self.base_url + path
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                response = self.session.request(
+                    method, url, params=params, json=body, timeout=self.timeout
+                )
+            except requests.Timeout:
+                raise _ApiError(f"no answer from the API within {self.timeout:g} s") from None
+            except requests.RequestException as err:
+                raise _ApiError(self._redact(_connection_reason(err))) from None
+            logger.debug("cloudflare: %s %s -> HTTP %s", method, path, response.status_code)
+            if response.status_code == 429:
+                wait = _retry_after(response.headers.get("Retry-After"), attempt)
+                if attempt == MAX_RETRIES or wait > MAX_RETRY_WAIT:
+                    raise _ApiError(
+                        f"rate limited by the API (HTTP 429, retry after {wait:g} s); "
+                        "try again later",
+                        status=429,
+                    )
+                logger.info("cloudflare: rate limited, retrying in %g s", wait)
+                self._sleep(wait)
+                continue
+            return self._decode(response)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _decode(self, response: requests.Response) -> dict[str, Any]:
+        status = response.status_code
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            if status >= 400:
+                raise _ApiError(f"HTTP {status}{_hint(status)}", status=status)
+            raise _ApiError(f"malformed answer: HTTP {status} without a JSON object")
+        if status >= 400 or doc.get("success") is not True:
+            code, message = _first_error(doc)
+            reason = f"{message} (HTTP {status}{f', code {code}' if code else ''}){_hint(status)}"
+            raise _ApiError(self._redact(reason), status=status, code=code)
+        return doc
+
+    def _redact(self, text: str) -> str:
+        """One line, with any credential replaced (an echoing proxy must not leak it)."""
+        text = " ".join(text.split())
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class CloudflareStore(RecordStore):
+    """TLSA records at Cloudflare, created and deleted one by one by record id."""
+
+    name = "cloudflare"
+
+    def __init__(
+        self,
+        api_token: str | None = None,
+        email: str | None = None,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        timeout: float = 10.0,
+        per_page: int = 100,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if api_token and not (email or api_key):
+            headers = {"Authorization": f"Bearer {api_token}"}
+        elif email and api_key and not api_token:
+            headers = {"X-Auth-Email": email, "X-Auth-Key": api_key}
+        else:
+            raise StoreConfigError(
+                "cloudflare store: give either an API token or an email and global API key"
+            )
+        self.per_page = per_page
+        self.api = CloudflareApi(
+            headers,
+            api_url or DEFAULT_API_URL,
+            timeout=timeout,
+            sleep=sleep,
+            secrets=tuple(s for s in (api_token, api_key) if s),
+        )
+        # Zone lookups, by candidate name: the zone id, or None for "not a zone".
+        self._zone_ids: dict[str, str | None] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> CloudflareStore:
+        path = settings.credentials
+        if not path:
+            raise StoreConfigError(
+                "cloudflare store: no credentials file; pass --dane-credentials PATH (the INI "
+                "used by certbot-dns-cloudflare) or use -a dns-cloudflare with its credentials"
+            )
+        values = read_credentials(path)
+        token = values.get("api_token")
+        email, key = values.get("email"), values.get("api_key")
+        if token and (email or key):
+            raise StoreConfigError(
+                f"cloudflare store: {path} sets both dns_cloudflare_api_token and "
+                "dns_cloudflare_email/dns_cloudflare_api_key; keep only the API token "
+                "(recommended) or only the email and global API key"
+            )
+        if not token and not (email and key):
+            raise StoreConfigError(
+                f"cloudflare store: {path} has neither dns_cloudflare_api_token nor both "
+                "dns_cloudflare_email and dns_cloudflare_api_key; add an API token with "
+                "Zone:DNS:Edit permission as dns_cloudflare_api_token"
+            )
+        return cls(token, email, key, api_url=settings.api_url, timeout=timeout)
+
+    # Zones ----------------------------------------------------------------
+
+    def zone_id(self, owner: str, what: str) -> str:
+        """The id of the longest Cloudflare zone that contains ``owner``.
+
+        Candidates run from the owner's parent up to the top-level label; the
+        first one the API knows is the zone (a child zone beats its parent).
+        Answers are cached, so the owners of one certificate cost one walk.
+        """
+        labels = _api_name(owner).split(".")
+        candidates = [".".join(labels[i:]) for i in range(1, len(labels))]
+        for candidate in candidates:
+            if candidate not in self._zone_ids:
+                self._zone_ids[candidate] = self._lookup_zone(candidate, what)
+            found = self._zone_ids[candidate]
+            if found:
+                return found
+        raise StoreError(
+            f"cloudflare store: cannot {what}: no Cloudflare zone for it is visible with "
+            f"these credentials (tried {', '.join(candidates) or 'nothing'})"
+        )
+
+    def _lookup_zone(self, candidate: str, what: str) -> str | None:
+        try:
+            body = self.api.get("/zones", {"name": candidate})
+        except _ApiError as err:
+            raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+        zones = body.get("result")
+        if not isinstance(zones, list):
+            raise StoreError(f"cloudflare store: cannot {what}: malformed answer to a zone lookup")
+        matching = [
+            z for z in zones
+            if isinstance(z, dict) and str(z.get("name", "")).lower() == candidate
+            and isinstance(z.get("id"), str)
+        ]
+        # The same name may exist as an old pending copy; the active one is served.
+        matching.sort(key=lambda z: z.get("status") != "active")
+        return matching[0]["id"] if matching else None
+
+    # Records --------------------------------------------------------------
+
+    def list(self, owner: str) -> RRsetView:
+        entries = self._entries(owner, f"list TLSA records at {owner}")
+        if not entries:
+            return RRsetView(frozenset(), None)
+        return RRsetView(frozenset(e.record for e in entries), min(e.ttl for e in entries))
+
+    def add(self, records: Iterable[Record], ttl: int) -> None:
+        for owner, group in by_owner(records).items():
+            what = f"add TLSA records at {owner}"
+            present = {e.record for e in self._entries(owner, what)}
+            zone = self.zone_id(owner, what)
+            for record in group:
+                if record in present:
+                    continue
+                body = {
+                    "type": "TLSA",
+                    "name": _api_name(owner),
+                    "ttl": ttl,
+                    "data": {
+                        "usage": record.usage,
+                        "selector": record.selector,
+                        "matching_type": record.mtype,
+                        "certificate": record.data.lower(),
+                    },
+                }
+                try:
+                    self.api.call("POST", f"/zones/{zone}/dns_records", body=body)
+                except _ApiError as err:
+                    if err.code == IDENTICAL_RECORD_EXISTS:
+                        continue
+                    raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+
+    def delete(self, records: Iterable[Record]) -> None:
+        for owner, group in by_owner(records).items():
+            what = f"delete TLSA records at {owner}"
+            wanted = set(group)
+            doomed = [e for e in self._entries(owner, what) if e.record in wanted]
+            if not doomed:
+                continue
+            zone = self.zone_id(owner, what)
+            for entry in doomed:
+                try:
+                    self.api.call("DELETE", f"/zones/{zone}/dns_records/{entry.id}")
+                except _ApiError as err:
+                    if err.status == 404:
+                        continue  # gone already: deleting an absent record is a no-op
+                    raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+
+    def _entries(self, owner: str, what: str) -> list[_Entry]:
+        """Every TLSA record at ``owner`` with its id and TTL, across all pages."""
+        zone = self.zone_id(owner, what)
+        name = _api_name(owner)
+        entries = []
+        try:
+            for item in self.api.pages(
+                f"/zones/{zone}/dns_records", {"type": "TLSA", "name": name}, self.per_page
+            ):
+                if not isinstance(item, dict):
+                    raise _ApiError("malformed answer: a record is not an object")
+                if item.get("type") != "TLSA" or str(item.get("name", "")).lower() != name:
+                    continue
+                entries.append(_entry(owner, item))
+        except _ApiError as err:
+            raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+        return entries
+
+
+def read_credentials(path: str) -> dict[str, str]:
+    """Read certbot-dns-cloudflare's INI with certbot's own reader (same warnings)."""
+    from certbot import errors
+    from certbot.plugins import dns_common
+
+    try:
+        conf = dns_common.CredentialsConfiguration(
+            path, lambda v: "dns_cloudflare_" + v.replace("-", "_")
+        )
+    except errors.PluginError as err:
+        raise StoreConfigError(f"cloudflare store: {' '.join(str(err).split())}") from None
+    keys = ("api_token", "email", "api_key")
+    return {k: str(v).strip() for k in keys if (v := conf.conf(k))}
+
+
+def _api_name(owner: str) -> str:
+    """Cloudflare names records without the trailing dot, in lower case."""
+    return owner.rstrip(".").lower()
+
+
+def _entry(owner: str, item: dict[str, Any]) -> _Entry:
+    """A Cloudflare record object as an :class:`_Entry`; structured ``data`` first,
+    the presentation ``content`` ("3 1 1 HEX") when ``data`` is missing."""
+    data = item.get("data")
+    fields: tuple[Any, ...]
+    try:
+        if isinstance(data, dict):
+            fields = (data["usage"], data["selector"], data["matching_type"], data["certificate"])
+        else:
+            fields = tuple(str(item["content"]).split(None, 3))
+        usage, selector, mtype = (int(f) for f in fields[:3])
+        certificate = "".join(str(fields[3]).split()).lower()
+        bytes.fromhex(certificate)
+        ttl = int(item.get("ttl", AUTOMATIC_TTL))
+        record_id = item["id"]
+    except (KeyError, ValueError, TypeError, IndexError):
+        raise _ApiError("malformed answer: a TLSA record without usable data") from None
+    if not isinstance(record_id, str):
+        raise _ApiError("malformed answer: a record id is not a string")
+    record = Record(owner.lower(), usage, selector, mtype, certificate)
+    return _Entry(record_id, record, AUTOMATIC_TTL_SECONDS if ttl == AUTOMATIC_TTL else ttl)
+
+
+def _first_error(doc: dict[str, Any]) -> tuple[int | None, str]:
+    errors = doc.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        code = errors[0].get("code")
+        message = str(errors[0].get("message") or "unknown error")
+        return (code if isinstance(code, int) else None), message
+    return None, "the API reported failure without a reason"
+
+
+def _hint(status: int) -> str:
+    if status in (401, 403):
+        return "; check the credentials and that the token has Zone:DNS:Edit on this zone"
+    return ""
+
+
+def _retry_after(value: str | None, attempt: int) -> float:
+    """Seconds to wait before retrying a 429: Retry-After, else a short backoff."""
+    try:
+        return max(0.0, float(value)) if value is not None else float(2**attempt)
+    except ValueError:
+        return float(2**attempt)
+
+
+def _connection_reason(err: requests.RequestException) -> str:
+    """The innermost OS-level reason (e.g. "Connection refused"), not urllib3's essay."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return f"cannot connect to the API: {current.strerror}"
+        reason = getattr(current, "reason", None)
+        linked = [current.__cause__, current.__context__, reason, *current.args]
+        todo.extend(e for e in linked if isinstance(e, BaseException))
+    return f"cannot connect to the API ({type(err).__name__})"

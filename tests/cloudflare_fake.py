@@ -1,0 +1,353 @@
+"""A loopback stand-in for the parts of Cloudflare's v4 API that the store uses.
+
+It serves ``GET /zones?name=``, and list, create and delete of
+``/zones/{id}/dns_records`` with Cloudflare's envelope (``success``,
+``errors: [{code, message}]``, ``result``, ``result_info``), checks the
+``Authorization: Bearer`` or ``X-Auth-Email`` + ``X-Auth-Key`` headers, and
+validates TLSA ``data`` as Cloudflare does. ``max_per_page`` caps page sizes
+(small in tests, so that pagination is exercised), ``fail()`` makes the next
+requests answer 429, 500 or a body that is not JSON, and ``requests`` keeps
+every request for assertions. It binds to 127.0.0.1 only.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from certbot_dane.tlsa import Record
+
+BASE_PATH = "/client/v4"
+_HEX = re.compile(r"^[0-9a-fA-F]*$")
+
+
+@dataclass
+class Seen:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any = None
+
+
+@dataclass
+class _Fault:
+    kind: str  # "429", "500" or "badjson"
+    remaining: int | None  # None: forever
+    retry_after: str | None = None
+
+
+class _Reply(Exception):
+    """Raised by a route to answer at once with ``status`` and ``doc``."""
+
+    def __init__(self, status: int, doc: dict[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.doc = doc
+
+
+def _error(status: int, code: int, message: str) -> _Reply:
+    return _Reply(
+        status, {"success": False, "errors": [{"code": code, "message": message}],
+                 "messages": [], "result": None}
+    )
+
+
+@dataclass
+class FakeCloudflare:
+    """The fake API's state and its HTTP server; use as a context manager."""
+
+    zones: tuple[str, ...] = ("dane.test",)
+    token: str | None = "fake-token-0123456789abcdef"
+    email: str | None = None
+    api_key: str | None = None
+    max_per_page: int = 2
+    requests: list[Seen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.zone_ids: dict[str, str] = {}
+        self.records: dict[str, dict[str, dict[str, Any]]] = {}
+        self._faults: list[_Fault] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        for zone in self.zones:
+            self.add_zone(zone)
+
+    # Lifecycle ------------------------------------------------------------
+
+    def __enter__(self) -> FakeCloudflare:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                fake._handle(self, "POST")
+
+            def do_DELETE(self) -> None:
+                fake._handle(self, "DELETE")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "use the fake as a context manager"
+        return f"http://127.0.0.1:{self._server.server_address[1]}{BASE_PATH}"
+
+    # Set-up and inspection -----------------------------------------------
+
+    def add_zone(self, name: str) -> str:
+        zone_id = uuid.uuid4().hex
+        self.zone_ids[name.rstrip(".").lower()] = zone_id
+        self.records[zone_id] = {}
+        return zone_id
+
+    def fail(self, kind: str, count: int | None = 1, retry_after: str | None = "1") -> None:
+        """The next ``count`` requests (None: all) answer 429, 500 or invalid JSON."""
+        assert kind in ("429", "500", "badjson"), kind
+        with self._lock:
+            self._faults.append(_Fault(kind, count, retry_after))
+
+    def tlsa(self, owner: str) -> set[Record]:
+        """The TLSA records at ``owner`` in any zone, read from the fake's state."""
+        name = owner.rstrip(".").lower()
+        with self._lock:
+            return {
+                Record(f"{name}.", r["data"]["usage"], r["data"]["selector"],
+                       r["data"]["matching_type"], r["data"]["certificate"].lower())
+                for zone in self.records.values() for r in zone.values()
+                if r["type"] == "TLSA" and r["name"] == name
+            }
+
+    def put(self, zone: str, owner: str, record: Record, ttl: int = 300) -> str:
+        """Place a record directly, as another tool or the dashboard would."""
+        zone_id = self.zone_ids[zone.rstrip(".").lower()]
+        body = {"type": "TLSA", "name": owner.rstrip("."), "ttl": ttl,
+                "data": {"usage": record.usage, "selector": record.selector,
+                         "matching_type": record.mtype, "certificate": record.data}}
+        with self._lock:
+            return self._create(zone_id, body)["id"]
+
+    def seen(self, method: str | None = None, path_part: str = "") -> list[Seen]:
+        return [r for r in self.requests
+                if (method is None or r.method == method) and path_part in r.path]
+
+    # HTTP -----------------------------------------------------------------
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlsplit(handler.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        seen = Seen(method, url.path, query, dict(handler.headers.items()), body)
+        with self._lock:
+            self.requests.append(seen)
+            fault = self._next_fault()
+        if fault is not None:
+            self._misbehave(handler, fault)
+            return
+        try:
+            with self._lock:
+                self._authenticate(seen.headers)
+                status, doc = 200, self._route(method, url.path, query, body)
+        except _Reply as reply:
+            status, doc = reply.status, reply.doc
+        self._send(handler, status, json.dumps(doc).encode())
+
+    def _next_fault(self) -> _Fault | None:
+        while self._faults:
+            fault = self._faults[0]
+            if fault.remaining is None:
+                return fault
+            if fault.remaining > 0:
+                fault.remaining -= 1
+                return fault
+            self._faults.pop(0)
+        return None
+
+    def _misbehave(self, handler: BaseHTTPRequestHandler, fault: _Fault) -> None:
+        if fault.kind == "429":
+            doc = {"success": False, "errors": [{"code": 971, "message": "Please wait and "
+                   "consider throttling your request speed"}], "messages": [], "result": None}
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            self._send(handler, 429, json.dumps(doc).encode(), headers)
+        elif fault.kind == "500":
+            doc = {"success": False, "errors": [{"code": 10001, "message": "Internal error"}],
+                   "messages": [], "result": None}
+            self._send(handler, 500, json.dumps(doc).encode())
+        else:
+            self._send(handler, 200, b"<html>not json</html>", content_type="text/html")
+
+    @staticmethod
+    def _send(
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        payload: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+    def _authenticate(self, headers: dict[str, str]) -> None:
+        lower = {k.lower(): v for k, v in headers.items()}
+        auth = lower.get("authorization")
+        if auth is not None:
+            if self.token and auth == f"Bearer {self.token}":
+                return
+            raise _error(403, 9109, "Invalid access token")
+        if "x-auth-email" in lower or "x-auth-key" in lower:
+            if (self.email and self.api_key and lower.get("x-auth-email") == self.email
+                    and lower.get("x-auth-key") == self.api_key):
+                return
+            raise _error(403, 9103, "Unknown X-Auth-Key or X-Auth-Email")
+        raise _error(400, 10000, "Authentication error")
+
+    # Routes ---------------------------------------------------------------
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> dict[str, Any]:
+        if not path.startswith(BASE_PATH + "/"):
+            raise _error(404, 7000, "No route for that URI")
+        parts = path[len(BASE_PATH) + 1:].split("/")
+        if parts == ["zones"] and method == "GET":
+            return self._list_zones(query)
+        if len(parts) >= 3 and parts[0] == "zones" and parts[2] == "dns_records":
+            zone_id = parts[1]
+            if zone_id not in self.records:
+                raise _error(404, 7003, f"Could not route to {path}, perhaps your object "
+                             "identifier is invalid?")
+            if len(parts) == 3 and method == "GET":
+                return self._list_records(zone_id, query)
+            if len(parts) == 3 and method == "POST":
+                return _ok(self._create(zone_id, body))
+            if len(parts) == 4 and method == "DELETE":
+                return self._delete(zone_id, parts[3])
+        raise _error(405, 10405, f"Method {method} not allowed for this route")
+
+    def _list_zones(self, query: dict[str, str]) -> dict[str, Any]:
+        name = query.get("name", "").lower()
+        zones = [{"id": zid, "name": zname, "status": "active"}
+                 for zname, zid in self.zone_ids.items() if not name or zname == name]
+        return self._paged(zones, query)
+
+    def _list_records(self, zone_id: str, query: dict[str, str]) -> dict[str, Any]:
+        kind = query.get("type")
+        name = (query.get("name") or query.get("name.exact") or "").rstrip(".").lower()
+        found = [r for r in self.records[zone_id].values()
+                 if (not kind or r["type"] == kind) and (not name or r["name"] == name)]
+        return self._paged(found, query)
+
+    def _paged(self, items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+        try:
+            page = max(1, int(query.get("page", 1)))
+            per_page = max(1, min(int(query.get("per_page", self.max_per_page)),
+                                  self.max_per_page))
+        except ValueError:
+            raise _error(400, 1001, "Invalid pagination parameters") from None
+        chunk = items[(page - 1) * per_page: page * per_page]
+        info = {"page": page, "per_page": per_page, "count": len(chunk),
+                "total_count": len(items), "total_pages": max(1, math.ceil(len(items) / per_page))}
+        return {**_ok([dict(r) for r in chunk]), "result_info": info}
+
+    def _create(self, zone_id: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise _error(400, 9207, "Request body is invalid.")
+        zone_name = next(n for n, i in self.zone_ids.items() if i == zone_id)
+        name = str(body.get("name", "")).rstrip(".").lower()
+        if name != zone_name and not name.endswith("." + zone_name):
+            raise _error(400, 9007, f"The record name {name} is not in the zone {zone_name}.")
+        if body.get("type") != "TLSA":
+            raise _error(400, 1004, "DNS Validation Error: only TLSA records are emulated")
+        ttl = body.get("ttl", 1)
+        if not isinstance(ttl, int) or not (ttl == 1 or 60 <= ttl <= 86400):
+            raise _error(400, 9021, "Invalid TTL. Must be between 60 and 86400 seconds, "
+                         "or 1 for Automatic.")
+        if body.get("proxied"):
+            raise _error(400, 9004, "This record type cannot be proxied.")
+        data = _tlsa_data(body.get("data"))
+        for existing in self.records[zone_id].values():
+            if existing["name"] == name and existing["type"] == "TLSA" and _same(existing, data):
+                raise _error(400, 81058, "An identical record already exists.")
+        record_id = uuid.uuid4().hex
+        record = {
+            "id": record_id, "zone_id": zone_id, "zone_name": zone_name, "name": name,
+            "type": "TLSA", "ttl": ttl, "proxied": False, "proxiable": False,
+            "content": f"{data['usage']} {data['selector']} {data['matching_type']} "
+                       f"{data['certificate']}",
+            "data": data,
+        }
+        self.records[zone_id][record_id] = record
+        return record
+
+    def _delete(self, zone_id: str, record_id: str) -> dict[str, Any]:
+        if self.records[zone_id].pop(record_id, None) is None:
+            raise _error(404, 81044, "Record does not exist.")
+        return _ok({"id": record_id})
+
+
+def _ok(result: Any) -> dict[str, Any]:
+    return {"success": True, "errors": [], "messages": [], "result": result}
+
+
+def _same(existing: dict[str, Any], data: dict[str, Any]) -> bool:
+    a = existing["data"]
+    return (a["usage"], a["selector"], a["matching_type"], a["certificate"].lower()) == (
+        data["usage"], data["selector"], data["matching_type"], data["certificate"].lower())
+
+
+def _tlsa_data(data: Any) -> dict[str, Any]:
+    """Cloudflare's checks of structured TLSA data, with its validation error code."""
+    if not isinstance(data, dict):
+        raise _error(400, 1004, "DNS Validation Error: TLSA records need structured data")
+    try:
+        usage, selector, mtype = (data[k] for k in ("usage", "selector", "matching_type"))
+        certificate = data["certificate"]
+    except KeyError as err:
+        raise _error(400, 1004, f"DNS Validation Error: data.{err.args[0]} is required") from None
+    for key, value, top in (("usage", usage, 3), ("selector", selector, 1),
+                            ("matching_type", mtype, 2)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+            raise _error(400, 1004, f"DNS Validation Error: data.{key} must be 0 to {top}")
+    if not isinstance(certificate, str) or not certificate or not _HEX.match(certificate) \
+            or len(certificate) % 2:
+        raise _error(400, 1004, "DNS Validation Error: data.certificate must be hex")
+    if {1: 64, 2: 128}.get(mtype, len(certificate)) != len(certificate):
+        raise _error(400, 1004, "DNS Validation Error: data.certificate has the wrong length "
+                     "for its matching type")
+    return {"usage": usage, "selector": selector, "matching_type": mtype,
+            "certificate": certificate}

@@ -1,0 +1,408 @@
+"""The Cloudflare store: the conformance suite and Cloudflare specifics, on a loopback fake."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from certbot_dane import dns as stores
+from certbot_dane.dns.base import RecordStore, StoreConfigError, StoreError
+from certbot_dane.dns.cloudflare import DEFAULT_API_URL, MAX_RETRIES, CloudflareStore
+from certbot_dane.settings import from_options
+from certbot_dane.state import Settings
+from certbot_dane.tlsa import Record
+from tests.cloudflare_fake import FakeCloudflare
+from tests.conformance import *  # noqa: F403 - the shared suite
+from tests.conformance import Harness, record
+from tests.netfakes import closed_port, misbehaving_server
+
+TOKEN = "fake-token-0123456789abcdef"
+WRONG_TOKEN = "wrong-token-fedcba9876543210"
+EMAIL = "owner@example.com"
+GLOBAL_KEY = "0123456789abcdef0123456789abcdef01234"
+NAME = "mail.example.com"
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback traffic must never be sent to a proxy from the environment."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCloudflare]:
+    with FakeCloudflare(token=TOKEN) as server:
+        yield server
+
+
+def no_sleep(seconds: float) -> None:
+    """Retry waits cost no time in tests."""
+
+
+class CloudflareHarness(Harness):
+    zone = "dane.test."
+
+    def __init__(self, fake: FakeCloudflare, stack: ExitStack) -> None:
+        self.fake = fake
+        self.stack = stack
+        self.secrets = (TOKEN, WRONG_TOKEN)
+
+    def _store(self, url: str, token: str = TOKEN, timeout: float = 5.0) -> CloudflareStore:
+        return CloudflareStore(api_token=token, api_url=url, timeout=timeout, sleep=no_sleep)
+
+    def store(self) -> RecordStore:
+        return self._store(self.fake.url)
+
+    def other_host(self) -> RecordStore:
+        return self._store(self.fake.url)
+
+    def backend_records(self, owner: str) -> set[Record]:
+        return self.fake.tlsa(owner)
+
+    def failing(self) -> Iterator[tuple[str, RecordStore, tuple[str, ...]]]:
+        every = ("add", "delete", "list")
+        yield "auth refused", self._store(self.fake.url, WRONG_TOKEN), every
+        down = f"http://127.0.0.1:{closed_port()}/client/v4"
+        yield "server down", self._store(down, timeout=1), every
+        silent = self.stack.enter_context(misbehaving_server(None))
+        yield "timeout", self._store(f"http://127.0.0.1:{silent}/client/v4", timeout=0.5), every
+        for kind in ("badjson", "500", "429"):
+            broken = self.stack.enter_context(FakeCloudflare(token=TOKEN))
+            broken.fail(kind, None, retry_after="0")
+            yield f"server answers {kind}", self._store(broken.url), every
+
+
+@pytest.fixture
+def harness(fake: FakeCloudflare) -> Iterator[Harness]:
+    with ExitStack() as stack:
+        yield CloudflareHarness(fake, stack)
+
+
+def store_for(
+    fake: FakeCloudflare, sleep: Callable[[float], None] = no_sleep
+) -> CloudflareStore:
+    return CloudflareStore(api_token=TOKEN, api_url=fake.url, timeout=5.0, sleep=sleep)
+
+
+def write_ini(path: Path, mode: int = 0o600, **keys: str) -> Path:
+    path.write_text("".join(f"dns_cloudflare_{k} = {v}\n" for k, v in keys.items()))
+    path.chmod(mode)
+    return path
+
+
+def settings_for(ini: Path, url: str | None) -> Settings:
+    return Settings(targets="311:25", directory="/nonexistent", store="cloudflare",
+                    credentials=str(ini), api_url=url)
+
+
+# Records --------------------------------------------------------------------
+
+
+def test_list_follows_every_page(fake: FakeCloudflare) -> None:
+    assert fake.max_per_page == 2
+    name = f"_25._tcp.paged.{fake.zones[0]}."
+    mine = {record(name, f"{i}a") for i in range(5)}
+    store = store_for(fake)
+    store.add(mine, 300)
+    fake.requests.clear()
+    assert store.list(name).records == mine
+    pages = fake.seen("GET", "/dns_records")
+    assert [r.query["page"] for r in pages] == ["1", "2", "3"]
+    assert all(r.query["type"] == "TLSA" and r.query["name"] == name[:-1] for r in pages)
+
+
+def test_add_sends_structured_data_without_trailing_dot(fake: FakeCloudflare) -> None:
+    name = f"_25._tcp.shape.{fake.zones[0]}."
+    rec = record(name, "ab")
+    store_for(fake).add({rec}, 3600)
+    (post,) = fake.seen("POST")
+    assert post.body == {
+        "type": "TLSA",
+        "name": name[:-1],
+        "ttl": 3600,
+        "data": {"usage": 3, "selector": 1, "matching_type": 1, "certificate": rec.data},
+    }
+    assert post.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert store_for(fake).list(name).ttl == 3600
+
+
+def test_present_and_absent_records_make_no_write(fake: FakeCloudflare) -> None:
+    name = f"_25._tcp.idem.{fake.zones[0]}."
+    store = store_for(fake)
+    store.add({record(name, "a1")}, 300)
+    fake.requests.clear()
+    store.add({record(name, "a1")}, 300)
+    store.delete({record(name, "ff")})
+    assert not fake.seen("POST") and not fake.seen("DELETE")
+
+
+def test_delete_removes_exactly_the_matching_ids(fake: FakeCloudflare) -> None:
+    name = f"_25._tcp.exact.{fake.zones[0]}."
+    theirs = record(name, "c3")
+    their_id = fake.put("dane.test", name, theirs)
+    store = store_for(fake)
+    store.add({record(name, "a1"), record(name, "b2")}, 300)
+    fake.requests.clear()
+    store.delete({record(name, "a1")})
+    (delete,) = fake.seen("DELETE")
+    assert their_id not in delete.path
+    assert fake.tlsa(name) == {theirs, record(name, "b2")}
+
+
+def test_identical_record_created_meanwhile_is_no_error(
+    fake: FakeCloudflare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another host may create the same record between our list and our create."""
+    name = f"_25._tcp.race.{fake.zones[0]}."
+    rec = record(name, "d4")
+    fake.put("dane.test", name, rec)
+    store = store_for(fake)
+    monkeypatch.setattr(store, "_entries", lambda owner, what: [])
+    store.add({rec}, 300)
+    assert fake.seen("POST")
+    assert fake.tlsa(name) == {rec}
+
+
+def test_automatic_ttl_is_reported_as_300(fake: FakeCloudflare) -> None:
+    name = f"_25._tcp.auto.{fake.zones[0]}."
+    fake.put("dane.test", name, record(name, "e5"), ttl=1)
+    assert store_for(fake).list(name).ttl == 300
+
+
+def test_upper_case_hex_from_the_api_is_lowered(fake: FakeCloudflare) -> None:
+    name = f"_25._tcp.upper.{fake.zones[0]}."
+    rec = record(name, "ab")
+    fake.put("dane.test", name, Record(rec.owner, 3, 1, 1, rec.data.upper()))
+    assert store_for(fake).list(name).records == {rec}
+
+
+# Zones ----------------------------------------------------------------------
+
+
+def test_zone_of_a_deep_owner_is_found_walking_up_and_cached(fake: FakeCloudflare) -> None:
+    store = store_for(fake)
+    name = "_25._tcp.a.b.c.host.dane.test."
+    store.list(name)
+    asked = [r.query["name"] for r in fake.seen("GET", "/zones") if r.path.endswith("/zones")]
+    assert asked == [
+        "_tcp.a.b.c.host.dane.test",
+        "a.b.c.host.dane.test",
+        "b.c.host.dane.test",
+        "c.host.dane.test",
+        "host.dane.test",
+        "dane.test",
+    ]
+    fake.requests.clear()
+    store.list("_443._tcp.a.b.c.host.dane.test.")
+    assert not [r for r in fake.seen("GET") if r.path.endswith("/zones")]
+
+
+def test_nested_zones_the_child_wins() -> None:
+    with FakeCloudflare(zones=("dane.test", "child.dane.test"), token=TOKEN) as fake:
+        store = store_for(fake)
+        deep, shallow = "_25._tcp.mail.child.dane.test.", "_25._tcp.mail.dane.test."
+        store.add({record(deep, "a1")}, 300)
+        store.add({record(shallow, "b2")}, 300)
+        child, parent = fake.zone_ids["child.dane.test"], fake.zone_ids["dane.test"]
+        assert [r["name"] for r in fake.records[child].values()] == [deep[:-1]]
+        assert [r["name"] for r in fake.records[parent].values()] == [shallow[:-1]]
+
+
+def test_no_zone_is_one_clear_error(fake: FakeCloudflare) -> None:
+    with pytest.raises(StoreError, match=r"^cloudflare store: cannot list TLSA records at "
+                       r"_25\._tcp\.mail\.example\.org\.: no Cloudflare zone"):
+        store_for(fake).list("_25._tcp.mail.example.org.")
+
+
+# Rate limits and errors -------------------------------------------------------
+
+
+def test_429_waits_retry_after_then_succeeds(fake: FakeCloudflare) -> None:
+    waits: list[float] = []
+    store = store_for(fake, sleep=waits.append)
+    name = f"_25._tcp.busy.{fake.zones[0]}."
+    store.list(name)  # the zone is now cached: one request per list
+    fake.requests.clear()
+    fake.fail("429", 2, retry_after="7")
+    assert store.list(name).records == frozenset()
+    assert waits == [7.0, 7.0]
+    assert len(fake.requests) == 3
+
+
+def test_429_gives_up_after_a_few_retries(fake: FakeCloudflare) -> None:
+    waits: list[float] = []
+    store = store_for(fake, sleep=waits.append)
+    name = f"_25._tcp.busy.{fake.zones[0]}."
+    store.list(name)
+    fake.requests.clear()
+    fake.fail("429", None, retry_after="0")
+    with pytest.raises(StoreError, match="rate limited"):
+        store.list(name)
+    assert len(fake.requests) == MAX_RETRIES + 1
+
+
+def test_429_asking_for_a_long_wait_fails_at_once(fake: FakeCloudflare) -> None:
+    waits: list[float] = []
+    fake.fail("429", 1, retry_after="3600")
+    with pytest.raises(StoreError, match="retry after 3600 s"):
+        store_for(fake, sleep=waits.append).list(f"_25._tcp.x.{fake.zones[0]}.")
+    assert waits == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("500", r"Internal error \(HTTP 500, code 10001\)"), ("badjson", "malformed answer")],
+)
+def test_server_failures_name_the_operation_and_reason(
+    fake: FakeCloudflare, kind: str, reason: str
+) -> None:
+    name = f"_25._tcp.fail.{fake.zones[0]}."
+    fake.fail(kind, None)
+    with pytest.raises(StoreError, match=rf"^cloudflare store: cannot add TLSA records at "
+                       rf"{name.replace('.', '[.]')}: {reason}"):
+        store_for(fake).add({record(name)}, 300)
+
+
+def test_network_failures_name_the_reason() -> None:
+    down = CloudflareStore(api_token=TOKEN, api_url=f"http://127.0.0.1:{closed_port()}", timeout=1)
+    with pytest.raises(StoreError, match="Connection refused"):
+        down.list("_25._tcp.mail.dane.test.")
+    with misbehaving_server(None) as port:
+        silent = CloudflareStore(api_token=TOKEN, api_url=f"http://127.0.0.1:{port}", timeout=0.3)
+        with pytest.raises(StoreError, match=r"no answer from the API within 0\.3 s"):
+            silent.list("_25._tcp.mail.dane.test.")
+
+
+def test_secrets_never_in_messages_or_logs(
+    fake: FakeCloudflare, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    name = f"_25._tcp.secret.{fake.zones[0]}."
+    store = store_for(fake)
+    store.add({record(name, "a1")}, 300)
+    store.delete({record(name, "a1")})
+    messages = []
+    wrong = CloudflareStore(api_token=WRONG_TOKEN, api_url=fake.url, timeout=5)
+    for operation in (lambda: wrong.list(name), lambda: wrong.add({record(name)}, 300)):
+        with pytest.raises(StoreError) as info:
+            operation()
+        messages.append(str(info.value))
+    assert "Invalid access token (HTTP 403, code 9109)" in messages[0]
+    assert "Zone:DNS:Edit" in messages[0]
+    keyed = CloudflareStore(email=EMAIL, api_key=GLOBAL_KEY, api_url=fake.url, timeout=5)
+    with pytest.raises(StoreError) as info:
+        keyed.list(name)
+    messages.append(str(info.value))
+    assert "Unknown X-Auth-Key or X-Auth-Email" in messages[-1]
+    for secret in (TOKEN, WRONG_TOKEN, GLOBAL_KEY):
+        assert secret not in caplog.text
+        assert all(secret not in m for m in messages)
+
+
+# Credentials ----------------------------------------------------------------
+
+
+def test_email_and_global_key(tmp_path: Path) -> None:
+    with FakeCloudflare(token=None, email=EMAIL, api_key=GLOBAL_KEY) as fake:
+        ini = write_ini(tmp_path / "cf.ini", email=EMAIL, api_key=GLOBAL_KEY)
+        store = CloudflareStore.from_settings(settings_for(ini, fake.url), timeout=5)
+        name = f"_25._tcp.keyed.{fake.zones[0]}."
+        store.add({record(name, "a1")}, 300)
+        assert store.list(name).records == {record(name, "a1")}
+        for seen in fake.requests:
+            assert seen.headers["X-Auth-Email"] == EMAIL
+            assert seen.headers["X-Auth-Key"] == GLOBAL_KEY
+            assert "Authorization" not in seen.headers
+
+
+def test_api_token_from_the_ini(tmp_path: Path, fake: FakeCloudflare) -> None:
+    ini = write_ini(tmp_path / "cf.ini", api_token=TOKEN)
+    store = CloudflareStore.from_settings(settings_for(ini, fake.url), timeout=5)
+    name = f"_25._tcp.token.{fake.zones[0]}."
+    store.add({record(name, "a1")}, 300)
+    assert fake.tlsa(name) == {record(name, "a1")}
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"api_token": TOKEN, "email": EMAIL, "api_key": GLOBAL_KEY}, "sets both"),
+        ({"api_token": TOKEN, "api_key": GLOBAL_KEY}, "sets both"),
+        ({}, "has neither"),
+        ({"email": EMAIL}, "has neither"),
+        ({"api_key": GLOBAL_KEY}, "has neither"),
+    ],
+)
+def test_both_or_neither_credentials(
+    tmp_path: Path, keys: dict[str, str], expected: str
+) -> None:
+    ini = write_ini(tmp_path / "cf.ini", **keys)
+    with pytest.raises(StoreConfigError) as info:
+        CloudflareStore.from_settings(settings_for(ini, None))
+    message = str(info.value)
+    assert message.startswith(f"cloudflare store: {ini} {expected}")
+    assert "dns_cloudflare_api_token" in message and "dns_cloudflare_email" in message
+    assert "\n" not in message
+    assert TOKEN not in message and GLOBAL_KEY not in message
+
+
+def test_missing_or_unreadable_credentials(tmp_path: Path) -> None:
+    with pytest.raises(StoreConfigError, match="no credentials file"):
+        CloudflareStore.from_settings(Settings(targets="311:25", directory="/x",
+                                               store="cloudflare"))
+    with pytest.raises(StoreConfigError, match="^cloudflare store: "):
+        CloudflareStore.from_settings(settings_for(tmp_path / "absent.ini", None))
+
+
+def test_world_readable_ini_gets_certbots_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ini = write_ini(tmp_path / "cf.ini", mode=0o644, api_token=TOKEN)
+    with caplog.at_level(logging.WARNING):
+        CloudflareStore.from_settings(settings_for(ini, None))
+    assert f"Unsafe permissions on credentials configuration file: {ini}" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_default_api_url(tmp_path: Path) -> None:
+    ini = write_ini(tmp_path / "cf.ini", api_token=TOKEN)
+    store = CloudflareStore.from_settings(settings_for(ini, None))
+    assert store.api.base_url == DEFAULT_API_URL == "https://api.cloudflare.com/client/v4"
+
+
+# Settings -------------------------------------------------------------------
+
+
+def test_from_options_with_explicit_store(tmp_path: Path, fake: FakeCloudflare) -> None:
+    ini = write_ini(tmp_path / "cf.ini", api_token=TOKEN)
+    (tmp_path / "config").mkdir()
+    config = SimpleNamespace(config_dir=str(tmp_path / "config"), authenticator="standalone")
+    options = {"tlsa": "311:25", "dns": "cloudflare", "credentials": str(ini),
+               "api_url": fake.url}
+    settings = from_options(options, config, NAME)
+    assert (settings.store, settings.credentials, settings.api_url) == (
+        "cloudflare", str(ini), fake.url)
+    store = stores.open_store(settings, timeout=5)
+    assert isinstance(store, CloudflareStore)
+    name = "_25._tcp.mail.dane.test."
+    store.add({record(name, "a1")}, 300)
+    assert fake.tlsa(name) == {record(name, "a1")}
+
+
+def test_store_inferred_from_the_dns_cloudflare_authenticator(tmp_path: Path) -> None:
+    ini = write_ini(tmp_path / "cf.ini", api_token=TOKEN)
+    (tmp_path / "config").mkdir()
+    config = SimpleNamespace(config_dir=str(tmp_path / "config"),
+                             authenticator="dns-cloudflare", dns_cloudflare_credentials=str(ini))
+    settings = from_options({"tlsa": "311:25"}, config, NAME)
+    assert (settings.store, settings.credentials, settings.api_url) == (
+        "cloudflare", str(ini), None)
+    assert isinstance(stores.open_store(settings), CloudflareStore)
