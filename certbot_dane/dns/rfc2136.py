@@ -4,6 +4,23 @@ The zone is found by asking the primary server itself (the SOA in its
 answer or authority section names the zone apex), never by guessing from
 the name's last labels. Each update adds or deletes single records, so
 other records at the same owner name are left alone.
+
+Why single-record updates are safe for hosts that share an owner name
+(several MX hosts publishing at ``_25._tcp.mx.example.com``): in RFC 2136
+(section 2.5.1) an add merges one RR into the RRset and a duplicate is
+ignored; a delete of class NONE (section 2.5.4) removes exactly the one RR
+whose rdata matches. The primary applies each update atomically and one at
+a time, so two hosts updating the same name concurrently can never lose
+each other's records. That is also why updates carry no prerequisites: the
+zone section already names the zone (a server not authoritative for it
+answers NOTAUTH or NOTZONE), and a value-dependent "RRset exists"
+prerequisite would make an update fail whenever another host had just
+changed the RRset, without protecting anything. A whole-RRset replace, the
+usual shortcut, would delete the other hosts' records.
+
+Everything certbot-dns-rfc2136 accepts is accepted here: the six HMAC TSIG
+algorithms in any letter case, and ``dns_rfc2136_sign_query`` to sign the
+SOA and TLSA queries for servers that answer signed queries only.
 """
 from __future__ import annotations
 
@@ -51,11 +68,13 @@ class Rfc2136Store(RecordStore):
         secret: str,
         algorithm: str = "HMAC-MD5",
         timeout: float = 10.0,
+        sign_query: bool = False,
     ) -> None:
         self.server = server
         self.port = port
         self.timeout = timeout
-        alg = ALGORITHMS.get(algorithm.upper())
+        self.sign_query = sign_query
+        alg = ALGORITHMS.get(algorithm.strip().upper())
         if alg is None:
             raise StoreConfigError(
                 f"rfc2136 store: unknown TSIG algorithm {algorithm!r}; use one of "
@@ -111,6 +130,7 @@ class Rfc2136Store(RecordStore):
             values["secret"],
             values.get("algorithm") or "HMAC-MD5",
             timeout=timeout,
+            sign_query=(values.get("sign_query") or "").strip().upper() == "TRUE",
         )
 
     # Queries --------------------------------------------------------------
@@ -150,6 +170,8 @@ class Rfc2136Store(RecordStore):
         return RRsetView(frozenset(), None)
 
     def _query(self, query: dns.message.Message, what: str) -> dns.message.Message:
+        if self.sign_query:
+            query.use_tsig(self._keyring, self._key_name, algorithm=self._algorithm)
         try:
             response, _ = dns.query.udp_with_fallback(
                 query, self.server, timeout=self.timeout, port=self.port
@@ -226,7 +248,7 @@ def read_credentials(path: str) -> dict[str, str]:
         )
     except errors.PluginError as err:
         raise StoreConfigError(f"rfc2136 store: {err}") from None
-    keys = ("server", "port", "name", "secret", "algorithm")
+    keys = ("server", "port", "name", "secret", "algorithm", "sign_query")
     return {k: v for k in keys if (v := conf.conf(k)) is not None}
 
 

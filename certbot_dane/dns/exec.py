@@ -1,0 +1,351 @@
+"""Publish TLSA records by running a program: alnitak's exec contract.
+
+Some DNS setups have no API this plugin speaks, but an administrator can
+script them. The program named by ``--dane-exec`` is run once per record per
+operation, without a shell, in a *replaced* environment: nothing of
+certbot's environment (HOME, credentials in variables, proxies) leaks into
+it, and what the program sees is exactly the contract below, so a script
+written for alnitak keeps working.
+
+=================  =========================================================
+Variable           Value
+=================  =========================================================
+TLSA_OPERATION     ``publish`` or ``delete``
+TLSA_USAGE         usage (2 or 3)
+TLSA_SELECTOR      selector (0 or 1)
+TLSA_MATCHING      matching type (0, 1 or 2)
+TLSA_PARAM         the three joined, e.g. ``311``
+TLSA_PORT          port, e.g. ``25``
+TLSA_PROTOCOL      protocol, e.g. ``tcp``
+TLSA_DOMAIN        host name, no trailing dot
+TLSA_HASH          the record's association data, lower-case hex
+TLSA_TTL           publish only: the TTL to give the record (an addition to
+                   alnitak's contract, so the hold the engine computes
+                   matches what the program publishes)
+TLSA_LIVE_HASH     delete only, when known: the record that must be up
+                   before this one may go
+ZONE_DOMAIN        the zone holding the record, no trailing dot
+RENEWED_DOMAINS    space-separated renewed domains; empty unless the caller
+                   sets :attr:`ExecStore.renewed_domains`
+LETSENCRYPT_DIR    certbot's configuration directory
+PATH               ``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin``
+IFS                space, tab, newline
+=================  =========================================================
+
+Exit codes: 0 done; 1 for publish "already there" (success) and for delete
+"the live record is not up yet" (a retryable :class:`ExecError`, because
+deleting anyway could leave a name with no valid record); 2 to 127 an error;
+128 and above (or death by a signal) a soft error, :class:`ExecError` with
+``soft`` set, which the engine retries on its next run. A program that
+outlives ``--dane-exec-timeout`` is killed with its whole process group, so
+no half-finished update keeps running behind the engine's back.
+
+The contract has no way to list records, so :meth:`ExecStore.list` reports
+an empty RRset: the engine then claims and publishes every record it needs
+(publishing a present record is harmless, exit 1), and it deletes only
+records its own state says it published. Whether a record is live is decided
+by the engine's DNS observer, never by the program.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dns.exception
+import dns.name
+import dns.resolver
+
+from ..tlsa import Record
+from .base import RecordStore, RRsetView, StoreConfigError, StoreError
+
+if TYPE_CHECKING:
+    from ..state import Settings
+
+logger = logging.getLogger(__name__)
+
+#: The only PATH the program gets; certbot's own PATH may hold user directories.
+FIXED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+IFS = " \t\n"
+DEFAULT_EXEC_TIMEOUT = 60
+#: How much of the program's last stderr line goes into an error message.
+MAX_REASON = 300
+
+
+class ExecError(StoreError):
+    """The program failed. ``soft`` errors are transient by the program's own word
+    (exit 128 or more): the engine should retry them quietly on its next run."""
+
+    def __init__(self, message: str, exit_code: int | None = None, soft: bool = False) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.soft = soft
+
+
+class ExecStore(RecordStore):
+    """Runs an administrator's program per record (alnitak's exec contract)."""
+
+    name = "exec"
+
+    def __init__(
+        self,
+        command: str,
+        timeout: float = DEFAULT_EXEC_TIMEOUT,
+        resolver: tuple[str, int] | None = None,
+        letsencrypt_dir: str = "/etc/letsencrypt",
+        dns_timeout: float = 10.0,
+    ) -> None:
+        try:
+            argv = shlex.split(command)
+        except ValueError as err:
+            raise StoreConfigError(f"exec store: cannot split --dane-exec: {err}") from None
+        if not argv:
+            raise StoreConfigError("exec store: --dane-exec is empty; give the program to run")
+        self.argv = argv
+        self.timeout = timeout
+        self.resolver = resolver
+        self.letsencrypt_dir = letsencrypt_dir
+        self.dns_timeout = dns_timeout
+        #: Domains certbot just renewed, passed on as RENEWED_DOMAINS. The
+        #: store cannot know them; the engine may set them before a run.
+        self.renewed_domains: tuple[str, ...] = ()
+        self._zones: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> ExecStore:
+        """Build from settings. LETSENCRYPT_DIR is the parent of the dane directory
+        (``CONFIG_DIR/dane`` by default), as settings do not carry certbot's
+        config dir; the engine may overwrite :attr:`letsencrypt_dir`."""
+        if not settings.exec_command:
+            raise StoreConfigError('exec store: no program given; pass --dane-exec "PROGRAM ARGS"')
+        resolver = None
+        if settings.resolver:
+            from ..observe import parse_address
+
+            try:
+                resolver = parse_address(settings.resolver)
+            except ValueError as err:
+                raise StoreConfigError(f"exec store: --dane-resolver: {err}") from None
+        return cls(
+            settings.exec_command,
+            timeout=settings.exec_timeout or DEFAULT_EXEC_TIMEOUT,
+            resolver=resolver,
+            letsencrypt_dir=str(Path(settings.directory).parent),
+            dns_timeout=timeout,
+        )
+
+    # The store interface ----------------------------------------------------
+
+    def list(self, owner: str) -> RRsetView:
+        """Always empty: the contract cannot list (see the module docstring)."""
+        return RRsetView(frozenset(), None)
+
+    def add(self, records: Iterable[Record], ttl: int) -> None:
+        for record in sorted(records):
+            self._run("publish", record, {"TLSA_TTL": str(ttl)})
+
+    def delete(self, records: Iterable[Record], live: Iterable[Record] = ()) -> None:
+        """Delete ``records``; ``live`` are the records that replace them.
+
+        For each deleted record, the live record at the same owner with the
+        same usage, selector and matching type (the first one in sort order,
+        if several) is passed as TLSA_LIVE_HASH, so a program may refuse
+        (exit 1) until it is up. Without ``live`` the variable is absent and
+        the program deletes unconditionally.
+        """
+        replacements = sorted(live)
+        for record in sorted(records):
+            extra: dict[str, str] = {}
+            for candidate in replacements:
+                if _same_slot(candidate, record) and candidate.data != record.data:
+                    extra["TLSA_LIVE_HASH"] = candidate.data.lower()
+                    break
+            self._run("delete", record, extra)
+
+    # Running the program ------------------------------------------------------
+
+    def environment(
+        self, operation: str, record: Record, extra: Mapping[str, str]
+    ) -> dict[str, str]:
+        """The complete environment of one run: the contract, and nothing else."""
+        port, proto, host = split_owner(record.owner)
+        env = {
+            "TLSA_OPERATION": operation,
+            "TLSA_USAGE": str(record.usage),
+            "TLSA_SELECTOR": str(record.selector),
+            "TLSA_MATCHING": str(record.mtype),
+            "TLSA_PARAM": f"{record.usage}{record.selector}{record.mtype}",
+            "TLSA_PORT": port,
+            "TLSA_PROTOCOL": proto,
+            "TLSA_DOMAIN": host,
+            "TLSA_HASH": record.data.lower(),
+            "ZONE_DOMAIN": self.zone_of(record.owner),
+            "RENEWED_DOMAINS": " ".join(self.renewed_domains),
+            "LETSENCRYPT_DIR": self.letsencrypt_dir,
+            "PATH": FIXED_PATH,
+            "IFS": IFS,
+        }
+        env.update(extra)
+        return env
+
+    def _run(self, operation: str, record: Record, extra: Mapping[str, str]) -> None:
+        env = self.environment(operation, record, extra)
+        program = self.argv[0]
+        what = f"{operation} {record.short()}"
+        try:
+            # A new session makes the program the leader of its own process
+            # group, so a timeout can kill everything it started.
+            proc = subprocess.Popen(
+                self.argv,
+                env=env,
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise ExecError(
+                f"exec store: cannot {what}: program {program!r} not found (PATH is "
+                f"{FIXED_PATH}; give --dane-exec a full path)"
+            ) from None
+        except OSError as err:
+            raise ExecError(
+                f"exec store: cannot {what}: cannot run {program!r}: {err.strerror or err}"
+            ) from None
+        try:
+            out, err_out = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise ExecError(
+                f"exec store: cannot {what}: {program!r} did not finish within "
+                f"{self.timeout:g} s and was killed (raise --dane-exec-timeout if it is slow)",
+                soft=True,
+            ) from None
+        code = proc.returncode
+        if code == 0:
+            return
+        if code == 1 and operation == "publish":
+            logger.debug("exec store: %s: already present", what)
+            return
+        reason = _last_line(err_out) or _last_line(out)
+        tail = f": {reason}" if reason else ""
+        if code == 1:
+            raise ExecError(
+                f"exec store: cannot {what} yet: {program!r} says the live record "
+                f"(TLSA_LIVE_HASH) is not up{tail}",
+                exit_code=code,
+            )
+        if code < 0:
+            raise ExecError(
+                f"exec store: cannot {what}: {program!r} was killed by signal {-code}{tail}",
+                exit_code=128 - code,
+                soft=True,
+            )
+        soft = code >= 128
+        kind = "soft error, retried next run" if soft else "error"
+        raise ExecError(
+            f"exec store: cannot {what}: {program!r} exited {code} ({kind}){tail}",
+            exit_code=code,
+            soft=soft,
+        )
+
+    # Zones ----------------------------------------------------------------------
+
+    def zone_of(self, owner: str) -> str:
+        """The zone holding ``owner``, found by SOA lookups through the resolver.
+
+        Guessing the last two labels (as alnitak did) breaks ``co.uk``-style
+        zones and delegated subzones, so that guess is only the fallback when
+        DNS gives no answer, and it is logged.
+        """
+        if owner in self._zones:
+            return self._zones[owner]
+        try:
+            zone = dns.resolver.zone_for_name(
+                owner, resolver=self._resolver(), lifetime=self.dns_timeout
+            )
+            text = zone.to_text(omit_final_dot=True).lower()
+        except (dns.exception.DNSException, OSError) as err:
+            _, _, host = split_owner(owner)
+            text = ".".join(host.split(".")[-2:])
+            where = (
+                f"{self.resolver[0]}:{self.resolver[1]}" if self.resolver else "the system resolver"
+            )
+            logger.warning(
+                "exec store: cannot find the zone of %s via %s (%s); guessing %s from its "
+                "last two labels",
+                owner,
+                where,
+                type(err).__name__,
+                text,
+            )
+        self._zones[owner] = text
+        return text
+
+    def _resolver(self) -> dns.resolver.Resolver:
+        if self.resolver is None:
+            return dns.resolver.Resolver()
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [self.resolver[0]]
+        resolver.port = self.resolver[1]
+        resolver.lifetime = self.dns_timeout
+        return resolver
+
+
+def split_owner(owner: str) -> tuple[str, str, str]:
+    """``_25._tcp.mx.example.com.`` -> (``25``, ``tcp``, ``mx.example.com``)."""
+    labels = dns.name.from_text(owner).to_text(omit_final_dot=True).lower().split(".")
+    if (
+        len(labels) < 3
+        or not labels[0].startswith("_")
+        or not labels[0][1:].isdigit()
+        or not labels[1].startswith("_")
+    ):
+        raise ExecError(f"exec store: {owner!r} is not a TLSA owner name (_PORT._PROTO.HOST)")
+    return labels[0][1:], labels[1][1:], ".".join(labels[2:])
+
+
+def _same_slot(a: Record, b: Record) -> bool:
+    return (a.owner, a.usage, a.selector, a.mtype) == (b.owner, b.usage, b.selector, b.mtype)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the program's process group, then reap the program.
+
+    The group is killed before the leader is reaped, so its id cannot have
+    been reused by an unrelated process.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        # A descendant left the group (setsid) and still holds the pipes.
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+
+
+def _last_line(data: bytes | None) -> str:
+    """The last non-empty line, printable characters only, bounded in length."""
+    if not data:
+        return ""
+    lines = [line.strip() for line in data.decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    text = "".join(c if c.isprintable() else "?" for c in lines[-1])
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
+__all__ = ["FIXED_PATH", "ExecError", "ExecStore", "split_owner"]

@@ -1,0 +1,85 @@
+"""A full renewal with the exec store: real certbot and Pebble, the records
+published by docs/examples/nsupdate-tlsa.sh through nsupdate at BIND, a
+DANE probe every 300 ms that must never fail.
+
+certbot still answers the DNS-01 challenge with dns-rfc2136; only the TLSA
+records go through the program, as on a host whose DNS is scripted.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.deployment import Deployment
+from tests.lab.lab import Lab
+from tests.lab.probe import Prober
+from tests.lab.service import DaneService
+from tests.test_e2e import CHECK_INTERVAL, assert_no_probe_failures, wait_probe_ok
+from tests.test_store_exec import SCRIPT, nsupdate_config
+
+pytestmark = pytest.mark.lab
+
+
+class ExecDeployment(Deployment):
+    """A lineage whose TLSA records are published by the sample exec script."""
+
+    def __init__(self, lab: Lab, root: Path, host: str, margin: int = 1) -> None:
+        super().__init__(lab, root, host, margin)
+        self.exec_conf = nsupdate_config(lab, root / "nsupdate")
+        self.exec_command = f"{SCRIPT} {self.exec_conf}"
+
+    def dane_args(self, tlsa: str = "311:25") -> list[str]:
+        return [
+            *super().dane_args(tlsa),
+            "--dane-dns",
+            "exec",
+            "--dane-exec",
+            self.exec_command,
+            "--dane-exec-timeout",
+            "30",
+        ]
+
+
+@pytest.fixture
+def served(lab: Lab, tmp_path: Path) -> Iterator[ExecDeployment]:
+    dep = ExecDeployment(lab, tmp_path, "exec-renewal.dane.test")
+    dep.issue()
+    assert dep.served() == 1
+    with DaneService(dep.dane_dir()) as service:
+        wait_probe_ok(dep, service)
+        prober = Prober(dep.host, service.port, lab.resolver, dep.owner, interval_ms=300)
+        dep.prober = prober  # type: ignore[attr-defined]
+        with prober:
+            yield dep
+
+
+def test_renewal_through_the_exec_store(served: ExecDeployment) -> None:
+    dep = served
+    settings = dep.lineage_file.settings
+    assert (settings.store, settings.exec_command, settings.credentials) == (
+        "exec",
+        dep.exec_command,
+        None,
+    )
+    conf = (dep.config / "renewal" / f"{dep.host}.conf").read_text()
+    assert "dane_dns = exec" in conf and "dane_exec = " in conf
+
+    old = dep.authoritative_records()
+    assert len(old) == 1
+    dep.renew()
+    both = dep.authoritative_records()
+    assert old < both and len(both) == 2, "the script published the new record next to the old"
+    assert dep.served() == 1
+    dep.check_until_switched(2, interval=CHECK_INTERVAL)
+    assert dep.served() == 2
+    new = dep.authoritative_records()
+    assert len(new) == 1 and not new & old, "the old record must be gone after the switch"
+    assert (dep.dane_dir() / "fullchain.pem").read_bytes() == (
+        dep.config / "live" / dep.host / "fullchain.pem"
+    ).read_bytes()
+    assert_no_probe_failures(dep)
+    data = dep.lineage_file
+    assert data.rollover.owned == data.rollover.served.records  # type: ignore[union-attr]
+    assert data.rollover.last_error is None

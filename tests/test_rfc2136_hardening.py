@@ -1,0 +1,466 @@
+"""RFC 2136 store hardening: TSIG algorithms, signed queries, big RRsets over
+TCP, and hosts sharing an owner name updating it at the same time.
+
+Which algorithm signs an update is checked on the wire (a loopback fake
+server parses every message with dnspython and verifies its TSIG) and at a
+real BIND 9 started here with one key per algorithm, since the lab's BIND
+knows only its hmac-sha256 key.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.tsig
+import pytest
+
+from certbot_dane.dns.base import StoreConfigError, StoreError
+from certbot_dane.dns.rfc2136 import ALGORITHMS, Rfc2136Store
+from certbot_dane.tlsa import Record
+from tests.lab.lab import Lab, find_tool
+from tests.lab.process import Daemon, free_port
+
+KEY_NAME = "hardening-key."
+SECRET = base64.b64encode(b"a shared secret for the fake DNS").decode()
+
+
+# A fake authoritative server that keeps what it was sent --------------------------
+
+
+class FakeDns:
+    """A UDP+TCP DNS server on 127.0.0.1 for one zone, in memory.
+
+    It answers SOA queries (the apex in the answer or authority section),
+    TLSA queries from what updates stored, and applies RFC 2136 adds and
+    single-record deletes. Every message it receives is kept in
+    :attr:`received`, parsed with the ``keyring``, so a signed message whose
+    MAC does not verify never gets here (the server then stays silent).
+    """
+
+    def __init__(self, zone: str = "example.test.", keyring: dict | None = None) -> None:
+        self.zone = dns.name.from_text(zone)
+        self.keyring = keyring
+        self.received: list[dns.message.Message] = []
+        self.records: dict[dns.name.Name, set[object]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._tcp.bind(("127.0.0.1", 0))
+        self.port = self._tcp.getsockname()[1]
+        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._udp.bind(("127.0.0.1", self.port))
+        self._tcp.listen(16)
+        self._tcp.settimeout(0.1)
+        self._udp.settimeout(0.1)
+        self._threads = [
+            threading.Thread(target=self._serve_tcp, daemon=True),
+            threading.Thread(target=self._serve_udp, daemon=True),
+        ]
+
+    def __enter__(self) -> FakeDns:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self._tcp.close()
+        self._udp.close()
+
+    def _answer(self, wire: bytes, max_size: int = 65535) -> bytes | None:
+        try:
+            query = dns.message.from_wire(wire, keyring=self.keyring)
+        except dns.exception.DNSException:
+            return None
+        with self._lock:
+            self.received.append(query)
+            response = dns.message.make_response(query)
+            if query.opcode() == dns.opcode.UPDATE:
+                self._apply(query)
+            else:
+                self._lookup(query, response)
+        try:
+            return response.to_wire(max_size=max_size)
+        except dns.exception.TooBig:
+            # What a server does when a UDP answer does not fit: an empty,
+            # truncated answer that sends the client to TCP.
+            truncated = dns.message.make_response(query)
+            truncated.flags |= dns.flags.TC
+            return truncated.to_wire()
+
+    def _apply(self, update: dns.message.Message) -> None:
+        for rrset in update.authority:  # the update section
+            held = self.records.setdefault(rrset.name, set())
+            for rdata in rrset:
+                if rrset.deleting is None:
+                    held.add(rdata)
+                elif rrset.deleting == dns.rdataclass.NONE:
+                    held.discard(rdata)
+
+    def _lookup(self, query: dns.message.Message, response: dns.message.Message) -> None:
+        question = query.question[0]
+        response.flags |= dns.flags.AA
+        if not question.name.is_subdomain(self.zone):
+            response.set_rcode(dns.rcode.REFUSED)
+            return
+        soa = dns.rrset.from_text(
+            self.zone, 60, "IN", "SOA", f"ns.{self.zone} host.{self.zone} 1 60 60 60 60"
+        )
+        if question.rdtype == dns.rdatatype.SOA and question.name == self.zone:
+            response.answer.append(soa)
+            return
+        held = self.records.get(question.name)
+        if question.rdtype == dns.rdatatype.TLSA and held:
+            rrset = dns.rrset.RRset(question.name, dns.rdataclass.IN, dns.rdatatype.TLSA)
+            for rdata in held:
+                rrset.add(rdata, 60)
+            response.answer.append(rrset)
+        else:
+            response.authority.append(soa)
+
+    def _serve_udp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, peer = self._udp.recvfrom(65535)
+            except OSError:
+                continue
+            answer = self._answer(wire, max_size=512)
+            if answer is not None:
+                self._udp.sendto(answer, peer)
+
+    def _serve_tcp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._tcp.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    while True:
+                        size = _read(conn, 2)
+                        if size is None:
+                            break
+                        wire = _read(conn, int.from_bytes(size, "big"))
+                        answer = self._answer(wire or b"")
+                        if answer is None:
+                            break
+                        conn.sendall(len(answer).to_bytes(2, "big") + answer)
+                except OSError:
+                    pass
+
+
+def _read(conn: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def tsig_keyring() -> dict[dns.name.Name, bytes]:
+    """A keyring of the bare secret: verification then uses whatever algorithm
+    the message names, so a test can see which one that was."""
+    return {dns.name.from_text(KEY_NAME): base64.b64decode(SECRET)}
+
+
+# Helpers --------------------------------------------------------------------------
+
+
+def rec(owner: str, mtype: int = 1) -> Record:
+    return Record(owner, 3, 1, mtype, secrets.token_hex(32 if mtype == 1 else 64))
+
+
+def fresh_owner(zone: str = "dane.test.") -> str:
+    return f"_25._tcp.h-{secrets.token_hex(4)}.{zone}"
+
+
+def bind_records(port: int, owner: str) -> set[Record]:
+    query = dns.message.make_query(owner, dns.rdatatype.TLSA)
+    response = dns.query.tcp(query, "127.0.0.1", port=port, timeout=5)
+    return {
+        Record.from_rdata(owner, rd)
+        for rrset in response.answer
+        if rrset.rdtype == dns.rdatatype.TLSA
+        for rd in rrset
+    }
+
+
+def lab_store(lab: Lab, timeout: float = 5.0) -> Rfc2136Store:
+    return Rfc2136Store(
+        "127.0.0.1", lab.bind_port, lab.tsig_name, lab.tsig_secret, "HMAC-SHA256", timeout
+    )
+
+
+# TSIG algorithms ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_updates_are_signed_with_the_requested_algorithm(algorithm: str) -> None:
+    with FakeDns(keyring=tsig_keyring()) as server:
+        store = Rfc2136Store("127.0.0.1", server.port, KEY_NAME, SECRET, algorithm.lower(), 2)
+        owner = fresh_owner("example.test.")
+        record = rec(owner)
+        store.add([record], 60)
+        store.delete([record])
+    updates = [m for m in server.received if m.opcode() == dns.opcode.UPDATE]
+    assert len(updates) == 2
+    for update in updates:
+        assert update.had_tsig
+        assert update.keyname == dns.name.from_text(KEY_NAME)
+        assert update.keyalgorithm == ALGORITHMS[algorithm]
+    queries = [m for m in server.received if m.opcode() == dns.opcode.QUERY]
+    assert queries and not any(q.had_tsig for q in queries), "queries unsigned by default"
+
+
+@pytest.mark.parametrize("spelling", ["hmac-sha512", "HMAC-SHA512", "Hmac-Sha512 ", " hmac-SHA512"])
+def test_algorithm_spelling_is_free(spelling: str) -> None:
+    with FakeDns(keyring=tsig_keyring()) as server:
+        store = Rfc2136Store("127.0.0.1", server.port, KEY_NAME, SECRET, spelling, 2)
+        store.add([rec(fresh_owner("example.test."))], 60)
+    (update,) = [m for m in server.received if m.opcode() == dns.opcode.UPDATE]
+    assert update.keyalgorithm == dns.tsig.HMAC_SHA512
+
+
+@pytest.mark.parametrize("name", ["HMAC-SHA3-256", "hmac-sha", "gss-tsig", ""])
+def test_unknown_algorithms_are_refused_offline(name: str) -> None:
+    with pytest.raises(StoreConfigError) as info:
+        Rfc2136Store("127.0.0.1", 53, KEY_NAME, SECRET, name)
+    for known in ALGORITHMS:
+        assert known in str(info.value)
+
+
+def test_sign_query_from_the_credentials(tmp_path: Path) -> None:
+    """certbot-dns-rfc2136's dns_rfc2136_sign_query signs the SOA and TLSA
+    queries too, for servers that answer only signed queries."""
+    with FakeDns(keyring=tsig_keyring()) as server:
+        ini = tmp_path / "rfc2136.ini"
+        ini.write_text(
+            "dns_rfc2136_server = 127.0.0.1\n"
+            f"dns_rfc2136_port = {server.port}\n"
+            f"dns_rfc2136_name = {KEY_NAME}\n"
+            f"dns_rfc2136_secret = {SECRET}\n"
+            "dns_rfc2136_algorithm = HMAC-SHA384\n"
+            "dns_rfc2136_sign_query = true\n"
+        )
+        ini.chmod(0o600)
+        store = Rfc2136Store.from_credentials(str(ini), timeout=2)
+        owner = fresh_owner("example.test.")
+        record = rec(owner)
+        store.add([record], 60)
+        assert store.list(owner).records == {record}
+    assert server.received
+    for message in server.received:
+        assert message.had_tsig, message.opcode()
+        assert message.keyalgorithm == dns.tsig.HMAC_SHA384
+
+
+@pytest.fixture(scope="module")
+def bind_with_every_algorithm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A BIND 9 primary for ``algs.test.`` (unsigned) that accepts updates
+    signed with one key per TSIG algorithm; yields its port."""
+    root = tmp_path_factory.mktemp("bind-algs")
+    port = free_port(set(), udp=True)
+    keys = "".join(
+        f'key "{alg.lower()}." {{ algorithm {alg.lower()}; secret "{SECRET}"; }};\n'
+        for alg in ALGORITHMS
+    )
+    grants = "".join(f"grant {alg.lower()}. zonesub TLSA; " for alg in ALGORITHMS)
+    (root / "algs.test.zone").write_text(
+        "$TTL 60\n@ IN SOA ns.algs.test. host.algs.test. 1 60 60 60 60\n"
+        "@ IN NS ns.algs.test.\nns IN A 127.0.0.1\n"
+    )
+    (root / "named.conf").write_text(
+        f"""options {{
+    directory "{root}";
+    pid-file "{root}/named.pid";
+    session-keyfile "{root}/session.key";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    notify no;
+    dnssec-validation no;
+}};
+controls {{ }};
+{keys}
+zone "algs.test" {{
+    type primary;
+    file "{root}/algs.test.zone";
+    update-policy {{ {grants}}};
+}};
+"""
+    )
+    daemon = Daemon(
+        "named-algs",
+        [find_tool("named"), "-g", "-4", "-c", str(root / "named.conf")],
+        root / "named.log",
+        cwd=root,
+    )
+    daemon.start()
+    try:
+
+        def answers() -> bool:
+            query = dns.message.make_query("algs.test.", dns.rdatatype.SOA)
+            return bool(dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5).answer)
+
+        daemon.wait_until(answers, 30, "SOA answer")
+        yield port
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_bind_accepts_every_algorithm(bind_with_every_algorithm: int, algorithm: str) -> None:
+    port = bind_with_every_algorithm
+    store = Rfc2136Store("127.0.0.1", port, f"{algorithm.lower()}.", SECRET, algorithm, 5)
+    owner = fresh_owner("algs.test.")
+    first, second = rec(owner), rec(owner)
+    store.add([first, second], 60)
+    assert bind_records(port, owner) == {first, second}
+    store.delete([first])
+    assert bind_records(port, owner) == {second}
+
+
+@pytest.mark.lab
+def test_bind_refuses_a_key_used_with_another_algorithm(bind_with_every_algorithm: int) -> None:
+    port = bind_with_every_algorithm
+    store = Rfc2136Store("127.0.0.1", port, "hmac-sha512.", SECRET, "HMAC-SHA384", 5)
+    owner = fresh_owner("algs.test.")
+    with pytest.raises(StoreError) as info:
+        store.add([rec(owner)], 60)
+    assert SECRET not in str(info.value) and "\n" not in str(info.value)
+    assert bind_records(port, owner) == set()
+
+
+# Big answers --------------------------------------------------------------------
+
+
+@pytest.mark.lab
+def test_big_rrset_is_listed_over_tcp(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forty 3 1 1 records (many hosts behind one name) do not fit a 512-byte
+    UDP answer; the list falls back to TCP and misses none."""
+    store = lab_store(lab)
+    owner = fresh_owner()
+    records = {rec(owner) for _ in range(40)}
+    store.add(records, 60)
+    assert bind_records(lab.bind_port, owner) == records
+
+    used_tcp: list[bool] = []
+    original = dns.query.udp_with_fallback
+
+    def spy(*args: object, **kwargs: object) -> tuple[dns.message.Message, bool]:
+        response, tcp = original(*args, **kwargs)  # type: ignore[arg-type]
+        used_tcp.append(tcp)
+        return response, tcp
+
+    monkeypatch.setattr(dns.query, "udp_with_fallback", spy)
+    view = store.list(owner)
+    assert view.records == records and view.ttl == 60
+    assert used_tcp == [True]
+    monkeypatch.undo()
+    store.delete(records)
+    assert bind_records(lab.bind_port, owner) == set()
+
+
+def test_big_rrset_through_a_truncating_server() -> None:
+    with FakeDns(keyring=tsig_keyring()) as server:
+        store = Rfc2136Store("127.0.0.1", server.port, KEY_NAME, SECRET, "HMAC-SHA256", 2)
+        owner = fresh_owner("example.test.")
+        records = {rec(owner, mtype=2) for _ in range(12)}
+        store.add(records, 60)
+        assert store.list(owner).records == records
+
+
+# Updates: one record at a time, no prerequisites ----------------------------------
+
+
+def test_updates_touch_single_records_only() -> None:
+    """An add carries only class-IN records and a delete only class-NONE ones
+    (RFC 2136 2.5.1 and 2.5.4): nothing deletes an RRset or a name, and no
+    prerequisite can fail because another host changed the RRset."""
+    with FakeDns(keyring=tsig_keyring()) as server:
+        store = Rfc2136Store("127.0.0.1", server.port, KEY_NAME, SECRET, "HMAC-SHA256", 2)
+        owner = fresh_owner("example.test.")
+        first, second = rec(owner), rec(owner)
+        store.add([first, second], 60)
+        store.delete([first])
+    add, delete = [m for m in server.received if m.opcode() == dns.opcode.UPDATE]
+    for update in (add, delete):
+        assert update.zone[0].name == dns.name.from_text("example.test.")  # type: ignore[attr-defined]
+        assert update.prerequisite == []  # type: ignore[attr-defined]
+    # On the wire every RR of an update stands alone.
+    added = [(rrset.deleting, rrset.ttl, rd) for rrset in add.update for rd in rrset]  # type: ignore[attr-defined]
+    assert {(d, t) for d, t, _ in added} == {(None, 60)}
+    assert {Record.from_rdata(owner, rd) for _, _, rd in added} == {first, second}
+    deleted = [(rrset.deleting, rd) for rrset in delete.update for rd in rrset]  # type: ignore[attr-defined]
+    assert [(d, Record.from_rdata(owner, rd)) for d, rd in deleted] == [
+        (dns.rdataclass.NONE, first)
+    ]
+
+
+def _concurrently(*jobs: Callable[[], None]) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(jobs))
+
+    def run(job: Callable[[], None]) -> None:
+        try:
+            start.wait()
+            job()
+        except BaseException as err:  # reported below, in the test's thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+
+
+@pytest.mark.lab
+def test_two_hosts_updating_one_owner_at_once_lose_nothing(lab: Lab) -> None:
+    """Two MX hosts roll over at the same owner name in parallel: each adds
+    its records one by one and deletes some of its own. BIND serialises the
+    updates; every record the other host keeps must survive."""
+    owner = fresh_owner()
+    hosts = {"a": lab_store(lab), "b": lab_store(lab)}
+    added = {name: [rec(owner) for _ in range(6)] for name in hosts}
+    dropped = {name: set(records[::2]) for name, records in added.items()}
+
+    def roll(name: str) -> Callable[[], None]:
+        def job() -> None:
+            store = hosts[name]
+            for record in added[name]:
+                store.add([record], 60)
+                time.sleep(0.005)
+            for record in sorted(dropped[name]):
+                store.delete([record])
+
+        return job
+
+    _concurrently(roll("a"), roll("b"))
+    kept = {r for name in hosts for r in added[name] if r not in dropped[name]}
+    assert bind_records(lab.bind_port, owner) == kept
+    assert hosts["a"].list(owner).records == kept
