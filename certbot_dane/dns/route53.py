@@ -1,0 +1,518 @@
+"""Amazon Route 53, with boto3's default credentials (as certbot-dns-route53 uses).
+
+Route 53 cannot add or delete a single record: a change replaces a whole
+RRset. So that hosts sharing an owner name never remove each other's records,
+every change is a compare-and-swap: one change batch that DELETEs exactly the
+RRset just read and CREATEs the merged one. Route 53 applies a batch
+atomically and rejects it (InvalidChangeBatch) when the DELETE no longer
+matches what it holds, i.e. when another host changed the RRset in between;
+the store then reads again and retries, a bounded number of times.
+
+The hosted zone is the one whose name is the longest suffix of the owner
+name, as listed by the account, never a guess from the name's last labels.
+Credentials come from boto3's default chain (environment, the running user's
+``~/.aws``, an instance or container role). Nothing is contacted, and no
+credential is looked up, until the first operation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import boto3.session
+import botocore.config
+import botocore.exceptions
+import botocore.parsers
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TLSA
+
+from ..tlsa import Record
+from .base import RecordStore, RRsetView, StoreError, by_owner
+
+if TYPE_CHECKING:
+    from ..state import Settings
+
+logger = logging.getLogger(__name__)
+
+#: change batches tried per operation before giving up on a busy RRset
+SWAP_ATTEMPTS = 5
+#: HTTP attempts per API call (botocore's standard retry mode, which also
+#: backs off on throttling and PriorRequestNotComplete)
+HTTP_ATTEMPTS = 3
+#: how long to wait for a change to be INSYNC; not reaching it is no error,
+#: since whether records are live is decided by the observer, not the store
+SYNC_TIMEOUT = 120.0
+#: the region requests to Route 53 are signed for (its partition's global region)
+GLOBAL_REGION = "us-east-1"
+#: TTL of an RRset created without one (never happens: only deletions pass none)
+DEFAULT_TTL = 300
+#: a sanity bound on ListHostedZones pages (100 zones each)
+MAX_ZONE_PAGES = 500
+
+# Strings shaped like AWS access key ids or secret keys, removed from any
+# server-provided text before it reaches a message.
+_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|AGPA|A3T[A-Z0-9])[A-Z0-9]{12,}\b")
+_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])")
+
+
+class _Rejected(StoreError):
+    """Route 53 refused a change batch as invalid (InvalidChangeBatch).
+
+    Usually the RRset changed since it was read; the caller reads again.
+    """
+
+
+@dataclass(frozen=True)
+class _Zone:
+    """One hosted zone of the account."""
+
+    name: dns.name.Name
+    id: str
+    private: bool
+
+
+@dataclass(frozen=True)
+class _RRset:
+    """A TLSA RRset exactly as Route 53 returned it.
+
+    ``values`` keep Route 53's text and order: the DELETE half of a swap must
+    repeat the RRset verbatim to match.
+    """
+
+    name: str
+    ttl: int
+    values: tuple[str, ...]
+    records: frozenset[Record]
+
+
+class Route53Store(RecordStore):
+    """TLSA records in Route 53 hosted zones, changed by compare-and-swap."""
+
+    name = "route53"
+
+    def __init__(
+        self,
+        endpoint_url: str | None = None,
+        timeout: float = 10.0,
+        *,
+        session: boto3.session.Session | None = None,
+        client: Any = None,
+        http_attempts: int = HTTP_ATTEMPTS,
+        swap_attempts: int = SWAP_ATTEMPTS,
+        sync_timeout: float = SYNC_TIMEOUT,
+    ) -> None:
+        """Remember how to reach Route 53; connect and load credentials later.
+
+        ``session`` (default: a fresh boto3 session, hence the default
+        credential chain) or a ready ``client`` can be given instead, e.g. to
+        use other credentials than the running user's.
+        """
+        self.endpoint_url = endpoint_url
+        self.timeout = timeout
+        self.http_attempts = max(1, http_attempts)
+        self.swap_attempts = max(1, swap_attempts)
+        self.sync_timeout = sync_timeout
+        #: first and largest pause between GetChange polls, in seconds
+        self.poll_interval = (1.0, 10.0)
+        self._session = session
+        self._client = client
+        self._zones: list[_Zone] | None = None
+        self._zone_of: dict[str, _Zone] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> Route53Store:
+        """The store for a lineage: Route 53 itself, or ``--dane-api-url``."""
+        return cls(settings.api_url or None, timeout=timeout)
+
+    # API calls ------------------------------------------------------------
+
+    def client(self) -> Any:
+        """The boto3 client, created on first use so construction stays offline."""
+        if self._client is None:
+            session = self._session or boto3.session.Session()
+            config = botocore.config.Config(
+                connect_timeout=self.timeout,
+                read_timeout=self.timeout,
+                retries={"max_attempts": self.http_attempts, "mode": "standard"},
+            )
+            # Route 53 is global: without a configured region botocore picks
+            # its global endpoint, but cannot sign for an explicit endpoint
+            # (--dane-api-url) unless given the region Route 53 signs for.
+            region = session.region_name or (GLOBAL_REGION if self.endpoint_url else None)
+            self._client = session.client(
+                "route53", endpoint_url=self.endpoint_url, region_name=region, config=config
+            )
+        return self._client
+
+    def _where(self) -> str:
+        return self.endpoint_url or "Route 53"
+
+    def _call(self, what: str, owner: str, method: str, **kwargs: Any) -> dict[str, Any]:
+        """One API call; every failure becomes a one-line :class:`StoreError`."""
+        try:
+            answer = getattr(self.client(), method)(**kwargs)
+        except botocore.exceptions.ClientError as err:
+            code, reason = _client_reason(err)
+            message = f"route53 store: cannot {what} at {owner}: {reason}"
+            if code == "InvalidChangeBatch":
+                raise _Rejected(message) from None
+            raise StoreError(message) from None
+        except (
+            botocore.exceptions.BotoCoreError,
+            botocore.parsers.ResponseParserError,
+            ValueError,
+        ) as err:
+            reason = _botocore_reason(err, self._where())
+            raise StoreError(f"route53 store: cannot {what} at {owner}: {reason}") from None
+        if not isinstance(answer, dict):
+            raise self._malformed(what, owner)
+        return answer
+
+    def _malformed(self, what: str, owner: str, detail: str = "") -> StoreError:
+        extra = f" ({detail})" if detail else ""
+        return StoreError(
+            f"route53 store: cannot {what} at {owner}: malformed answer from "
+            f"{self._where()}{extra}"
+        )
+
+    # Zones ----------------------------------------------------------------
+
+    def _hosted_zones(self, what: str, owner: str) -> list[_Zone]:
+        """Every hosted zone of the account, listed once per store."""
+        if self._zones is not None:
+            return self._zones
+        zones: list[_Zone] = []
+        marker: str | None = None
+        for _ in range(MAX_ZONE_PAGES):
+            kwargs: dict[str, Any] = {"MaxItems": "100"}
+            if marker:
+                kwargs["Marker"] = marker
+            answer = self._call(what, owner, "list_hosted_zones", **kwargs)
+            try:
+                for item in answer["HostedZones"]:
+                    config = item.get("Config") or {}
+                    zones.append(
+                        _Zone(
+                            dns.name.from_text(item["Name"]),
+                            str(item["Id"]).rsplit("/", 1)[-1],
+                            bool(config.get("PrivateZone", False)),
+                        )
+                    )
+                marker = answer.get("NextMarker") if answer.get("IsTruncated") else None
+            except (KeyError, TypeError, AttributeError, dns.exception.DNSException):
+                raise self._malformed(what, owner, "hosted zone list") from None
+            if not marker:
+                break
+        self._zones = zones
+        return zones
+
+    def zone_of(self, owner: str, what: str = "find the hosted zone") -> _Zone:
+        """The hosted zone for ``owner``: the longest zone name that contains it.
+
+        Public zones come first: DANE needs the records in the signed public
+        zone, and a private zone of the same or a longer name (split horizon)
+        is only used when no public zone contains the owner, as
+        certbot-dns-route53 never uses private zones at all.
+        """
+        if owner in self._zone_of:
+            return self._zone_of[owner]
+        try:
+            name = dns.name.from_text(owner)
+        except dns.exception.DNSException:
+            raise StoreError(f"route53 store: cannot {what} at {owner}: not a DNS name") from None
+        matches = [z for z in self._hosted_zones(what, owner) if name.is_subdomain(z.name)]
+        pool = [z for z in matches if not z.private] or matches
+        if not pool:
+            raise StoreError(
+                f"route53 store: cannot {what} at {owner}: no hosted zone of this AWS "
+                "account contains the name"
+            )
+        depth = max(len(z.name) for z in pool)
+        best = sorted((z for z in pool if len(z.name) == depth), key=lambda z: z.id)
+        if len(best) > 1:
+            raise StoreError(
+                f"route53 store: cannot {what} at {owner}: {len(best)} hosted zones are named "
+                f"{best[0].name} ({', '.join(z.id for z in best)}); delete the unused one"
+            )
+        self._zone_of[owner] = best[0]
+        return best[0]
+
+    # Reading --------------------------------------------------------------
+
+    def _read(self, zone: _Zone, owner: str, what: str) -> _RRset | None:
+        """The TLSA RRset at ``owner`` as Route 53 holds it, or None."""
+        answer = self._call(
+            what,
+            owner,
+            "list_resource_record_sets",
+            HostedZoneId=zone.id,
+            StartRecordName=owner,
+            StartRecordType="TLSA",
+            MaxItems="1",
+        )
+        wanted = dns.name.from_text(owner)
+        try:
+            for item in answer["ResourceRecordSets"][:1]:
+                if item["Type"] != "TLSA" or dns.name.from_text(item["Name"]) != wanted:
+                    return None
+                if "SetIdentifier" in item or "AliasTarget" in item:
+                    raise StoreError(
+                        f"route53 store: cannot {what} at {owner}: the TLSA RRset there uses "
+                        "a routing policy or an alias, which this store does not edit"
+                    )
+                values = tuple(str(rr["Value"]) for rr in item["ResourceRecords"])
+                records = frozenset(_parse(owner, value) for value in values)
+                return _RRset(str(item["Name"]), int(item["TTL"]), values, records)
+        except (KeyError, TypeError, ValueError, AttributeError, dns.exception.DNSException):
+            raise self._malformed(what, owner, "TLSA record set") from None
+        return None
+
+    def list(self, owner: str) -> RRsetView:
+        what = "list TLSA records"
+        rrset = self._read(self.zone_of(owner, what), owner, what)
+        if rrset is None:
+            return RRsetView(frozenset(), None)
+        return RRsetView(rrset.records, rrset.ttl)
+
+    # Changing -------------------------------------------------------------
+
+    def add(self, records: Iterable[Record], ttl: int) -> None:
+        changes = []
+        for owner, group in by_owner(_normal(records)).items():
+            what = f"add {len(group)} TLSA record(s)"
+            changes.append((owner, what, self._swap(owner, what, frozenset(group), (), ttl)))
+        self._wait_insync(changes)
+
+    def delete(self, records: Iterable[Record]) -> None:
+        changes = []
+        for owner, group in by_owner(_normal(records)).items():
+            what = f"delete {len(group)} TLSA record(s)"
+            changes.append((owner, what, self._swap(owner, what, (), frozenset(group), None)))
+        self._wait_insync(changes)
+
+    def _swap(
+        self,
+        owner: str,
+        what: str,
+        plus: Iterable[Record],
+        minus: Iterable[Record],
+        ttl: int | None,
+    ) -> dict[str, Any] | None:
+        """Replace the RRset read by itself plus ``plus`` minus ``minus``,
+        retrying on a race.
+
+        Returns Route 53's answer, or None when the merge changed nothing:
+        adding a present record or deleting an absent one sends no change.
+        """
+        zone = self.zone_of(owner, what)
+        current = self._read(zone, owner, what)
+        last: _Rejected | None = None
+        for attempt in range(self.swap_attempts):
+            have = current.records if current else frozenset()
+            want = (have | frozenset(plus)) - frozenset(minus)
+            if want == have:
+                return None
+            batch = _batch(owner, current, want, ttl)
+            try:
+                return self._call(
+                    what,
+                    owner,
+                    "change_resource_record_sets",
+                    HostedZoneId=zone.id,
+                    ChangeBatch={"Comment": "certbot-dane", "Changes": batch},
+                )
+            except _Rejected as err:
+                last = err
+                logger.debug("route53: change at %s rejected (attempt %d): %s", owner, attempt, err)
+                # Both hosts retrying in lockstep would collide again.
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+                current = self._read(zone, owner, what)
+        raise StoreError(f"{last} (rejected {self.swap_attempts} times; try again)")
+
+    def _wait_insync(self, changes: list[tuple[str, str, dict[str, Any] | None]]) -> None:
+        """Poll GetChange until Route 53 has the changes on all its servers.
+
+        All changes are sent first and then waited for together, bounded by
+        ``sync_timeout``; running out is logged, not raised.
+        """
+        deadline = time.monotonic() + self.sync_timeout
+        delay, longest = self.poll_interval
+        for owner, what, answer in changes:
+            if answer is None:
+                continue
+            try:
+                info = answer["ChangeInfo"]
+                change_id, status = str(info["Id"]), str(info["Status"])
+            except (KeyError, TypeError):
+                raise self._malformed(what, owner, "change info") from None
+            while status != "INSYNC":
+                if time.monotonic() + delay > deadline:
+                    logger.info(
+                        "route53: change %s at %s still %s after %.0f s; whether the records "
+                        "are live is checked at the name servers",
+                        change_id,
+                        owner,
+                        status,
+                        self.sync_timeout,
+                    )
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, longest)
+                reply = self._call(what, owner, "get_change", Id=change_id)
+                try:
+                    status = str(reply["ChangeInfo"]["Status"])
+                except (KeyError, TypeError):
+                    raise self._malformed(what, owner, "change status") from None
+
+
+def _normal(records: Iterable[Record]) -> list[Record]:
+    """Records with the lower-case owner and data that reading produces, so
+    that merging compares like with like."""
+    return [dataclasses.replace(r, owner=r.owner.lower(), data=r.data.lower()) for r in records]
+
+
+def _batch(
+    owner: str, current: _RRset | None, want: frozenset[Record], ttl: int | None
+) -> list[dict[str, Any]]:
+    """The compare-and-swap batch turning ``current`` into ``want``."""
+    changes: list[dict[str, Any]] = []
+    if current is not None:
+        changes.append(
+            {
+                "Action": "DELETE",
+                "ResourceRecordSet": {
+                    "Name": current.name,
+                    "Type": "TLSA",
+                    "TTL": current.ttl,
+                    "ResourceRecords": [{"Value": v} for v in current.values],
+                },
+            }
+        )
+    if want:
+        if ttl is None:
+            # Only deletions pass no TTL, and they only shrink an existing RRset.
+            ttl = current.ttl if current is not None else DEFAULT_TTL
+        changes.append(
+            {
+                "Action": "CREATE",
+                "ResourceRecordSet": {
+                    "Name": owner,
+                    "Type": "TLSA",
+                    "TTL": ttl,
+                    "ResourceRecords": [{"Value": _text(r)} for r in sorted(want)],
+                },
+            }
+        )
+    return changes
+
+
+def _text(record: Record) -> str:
+    return f"{record.usage} {record.selector} {record.mtype} {record.data}"
+
+
+def _parse(owner: str, value: str) -> Record:
+    """A record from Route 53's TLSA value text ("3 1 1 ABCD...")."""
+    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TLSA, value)
+    if not isinstance(rdata, dns.rdtypes.ANY.TLSA.TLSA):
+        raise ValueError(f"not TLSA data: {value!r}")
+    return Record.from_rdata(owner, rdata)
+
+
+_CLIENT_REASONS = {
+    "InvalidClientTokenId": "AWS does not know the access key; check the credentials of the "
+    "user running certbot",
+    "UnrecognizedClientException": "AWS does not know the access key; check the credentials "
+    "of the user running certbot",
+    "SignatureDoesNotMatch": "AWS rejected the request signature; check the secret access key",
+    "IncompleteSignature": "AWS rejected the request signature; check the credentials",
+    "ExpiredToken": "the AWS session token has expired",
+    "ExpiredTokenException": "the AWS session token has expired",
+    "RequestExpired": "the request expired; check the system clock",
+    "NoSuchHostedZone": "the hosted zone does not exist (any more)",
+    "Throttling": "Route 53 throttled the requests; try again later",
+    "PriorRequestNotComplete": "Route 53 is still busy with an earlier change; try again later",
+}
+
+
+def _client_reason(err: botocore.exceptions.ClientError) -> tuple[str, str]:
+    """(error code, short reason) for an error answer from the API."""
+    response: dict[str, Any] = getattr(err, "response", None) or {}
+    error = response.get("Error") or {}
+    if not error.get("Code"):
+        # moto nests its authentication errors where botocore does not look
+        error = (response.get("Errors") or {}).get("Error") or error
+    code = str(error.get("Code") or "")
+    if not code and "Messages" in response:
+        # Route 53 may answer <InvalidChangeBatch><Messages>..., a body that
+        # botocore parses into neither a code nor a message.
+        code = "InvalidChangeBatch"
+    message = _clean(str(error.get("Message") or ""))
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    action = getattr(err, "operation_name", "") or "the call"
+    if code in ("AccessDenied", "AccessDeniedException"):
+        return code, f"access denied: the IAM policy does not allow route53:{action}"
+    if code == "InvalidChangeBatch":
+        return code, f"Route 53 rejected the change: {message}" if message else (
+            "Route 53 rejected the change (InvalidChangeBatch)"
+        )
+    if code in _CLIENT_REASONS:
+        return code, _CLIENT_REASONS[code]
+    if code:
+        return code, f"{code}: {message}" if message else code
+    if status in (401, 403):
+        return "", f"access refused (HTTP {status}); check the AWS credentials and IAM policy"
+    return "", f"unexpected answer (HTTP {status})" if status else "unexpected answer"
+
+
+def _botocore_reason(err: Exception, where: str) -> str:
+    """A short reason for a client-side failure (network, credentials, parsing)."""
+    exc = botocore.exceptions
+    if isinstance(err, exc.NoCredentialsError):
+        return (
+            "no AWS credentials found; put them in ~/.aws/credentials of the user running "
+            "certbot, in the environment, or use an instance role"
+        )
+    if isinstance(err, exc.PartialCredentialsError):
+        return f"incomplete AWS credentials: {_clean(str(err))}"
+    if isinstance(err, exc.ProfileNotFound | exc.ConfigNotFound | exc.ConfigParseError):
+        return f"AWS configuration: {_clean(str(err))}"
+    if isinstance(err, exc.CredentialRetrievalError):
+        return "cannot load the AWS credentials; check the credential source"
+    if isinstance(err, exc.ConnectTimeoutError):
+        return f"timed out connecting to {where}"
+    if isinstance(err, exc.ReadTimeoutError):
+        return f"timed out waiting for {where} to answer"
+    if isinstance(err, exc.SSLError):
+        return f"TLS failure talking to {where}"
+    if isinstance(err, exc.ProxyConnectionError):
+        return f"cannot connect to {where} through the proxy"
+    if isinstance(err, exc.EndpointConnectionError):
+        return f"cannot connect to {where}"
+    if isinstance(err, exc.ConnectionClosedError):
+        return f"{where} closed the connection without an answer"
+    if isinstance(err, botocore.parsers.ResponseParserError):
+        return f"malformed answer from {where}"
+    if isinstance(err, exc.HTTPClientError):
+        return f"no valid HTTP answer from {where}"
+    if isinstance(err, ValueError):
+        return f"bad endpoint or parameter: {_clean(str(err))}"
+    return type(err).__name__
+
+
+def _clean(text: str) -> str:
+    """Server or library text made safe for a message: one short line, no keys."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    line = _KEY_ID.sub("<key id>", line)
+    line = _SECRET.sub("<redacted>", line)
+    return line[:200]

@@ -1,0 +1,598 @@
+"""The Route 53 store against moto's server mode, plus Route 53 specifics.
+
+moto runs as a subprocess on a loopback port. A second moto server has IAM
+authentication switched on (``INITIAL_NO_AUTH_ACTION_COUNT``) and yields the
+credential refusals; :mod:`tests.route53_fakes` supplies the answers moto
+cannot give and the change-batch checks it does not make. The process gets
+fake AWS credentials and empty AWS config files, so nothing real is read and
+nothing leaves 127.0.0.1.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import boto3.session
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TLSA
+import pytest
+
+from certbot_dane import settings as settings_mod
+from certbot_dane.dns import open_store
+from certbot_dane.dns.base import RecordStore, StoreError
+from certbot_dane.dns.route53 import Route53Store
+from certbot_dane.tlsa import Record
+from tests.conformance import *  # noqa: F403 - the shared suite
+from tests.conformance import Harness, owner, record
+from tests.lab.process import Daemon
+from tests.netfakes import closed_port, misbehaving_server
+from tests.route53_fakes import (
+    StrictRoute53,
+    change_xml,
+    error_xml,
+    fake_route53,
+    invalid_batch_xml,
+    rrsets_xml,
+    zone_then,
+)
+
+ZONE = "dane.test."
+FAKE_KEY_ID = "AKIADANETESTFAKEKEY1"
+FAKE_SECRET = "dane-test-fake-secret-key-not-real-00001"
+WRONG_SECRET = "dane-test-wrong-secret-key-not-real-0002"
+
+
+# The emulator ---------------------------------------------------------------
+
+
+@dataclass
+class Moto:
+    """One running moto server."""
+
+    url: str
+    daemon: Daemon
+
+    def client(self, service: str = "route53", **credentials: str) -> Any:
+        """A plain boto3 client, independent of any store."""
+        return boto3.session.Session(**credentials).client(
+            service, endpoint_url=self.url, region_name="us-east-1"
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+
+
+def start_moto(workdir: Path, name: str, extra_env: dict[str, str]) -> Moto:
+    """Start ``python -m moto.server`` on a free loopback port and wait for it."""
+    port = _free_port()
+    daemon = Daemon(
+        name,
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        workdir / f"{name}.log",
+        env={**os.environ, **extra_env},
+        cwd=workdir,
+    )
+    daemon.start()
+    try:
+        daemon.wait_until(lambda: _answers(port), 30, "listening socket")
+    except Exception:
+        daemon.stop(timeout=2)
+        raise
+    return Moto(f"http://127.0.0.1:{port}", daemon)
+
+
+@pytest.fixture(scope="module")
+def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fake credentials and empty AWS config files for the whole module."""
+    base = tmp_path_factory.mktemp("aws")
+    (base / "config").write_text("")
+    (base / "credentials").write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in (
+            "AWS_PROFILE",
+            "AWS_REGION",
+            "AWS_DEFAULT_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_SECURITY_TOKEN",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_ROUTE_53",
+            "AWS_ROLE_ARN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+        ):
+            mp.delenv(var, raising=False)
+        mp.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
+        mp.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_CONFIG_FILE", str(base / "config"))
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(base / "credentials"))
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        mp.setenv("NO_PROXY", "127.0.0.1,localhost")
+        yield
+
+
+@pytest.fixture(scope="module")
+def moto(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    server = start_moto(tmp_path_factory.mktemp("moto"), "moto", {})
+    try:
+        server.client().create_hosted_zone(Name=ZONE, CallerReference="dane-test")
+        yield server
+    finally:
+        server.daemon.stop(timeout=5)
+
+
+@dataclass
+class AuthMoto:
+    """A moto server that checks signatures, with one IAM user's key."""
+
+    server: Moto
+    key_id: str
+    secret: str
+
+
+@pytest.fixture(scope="module")
+def moto_auth(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
+    # The first two actions (create the user and its key) are let through;
+    # every later request must be signed by a key moto knows.
+    server = start_moto(
+        tmp_path_factory.mktemp("moto-auth"), "moto-auth", {"INITIAL_NO_AUTH_ACTION_COUNT": "2"}
+    )
+    try:
+        iam = server.client("iam")
+        iam.create_user(UserName="certbot")
+        key = iam.create_access_key(UserName="certbot")["AccessKey"]
+        yield AuthMoto(server, key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        server.daemon.stop(timeout=5)
+
+
+def tlsa_values(client: Any, zone_id: str, name: str) -> list[tuple[int, list[str]]]:
+    """Every TLSA RRset named ``name`` in the zone as (TTL, values), via the API."""
+    found = []
+    paginator = client.get_paginator("list_resource_record_sets")
+    pages = paginator.paginate(HostedZoneId=zone_id, StartRecordName=name, StartRecordType="TLSA")
+    for page in pages:
+        for item in page["ResourceRecordSets"]:
+            if item["Name"].rstrip(".").lower() != name.rstrip(".").lower():
+                return found
+            if item["Type"] == "TLSA":
+                found.append((int(item["TTL"]), [r["Value"] for r in item["ResourceRecords"]]))
+    return found
+
+
+def parse(name: str, value: str) -> Record:
+    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TLSA, value)
+    assert isinstance(rdata, dns.rdtypes.ANY.TLSA.TLSA)
+    return Record.from_rdata(name, rdata)
+
+
+def zone_id(client: Any, name: str) -> str:
+    for zone in client.list_hosted_zones()["HostedZones"]:
+        if zone["Name"] == name:
+            return str(zone["Id"]).rsplit("/", 1)[-1]
+    raise LookupError(name)
+
+
+def strict_store(url: str, **kwargs: Any) -> tuple[Route53Store, StrictRoute53]:
+    """A store whose own client (default credential chain) is wrapped by the
+    Route 53 change-batch checks."""
+    strict = StrictRoute53(Route53Store(url, timeout=5).client())
+    return Route53Store(url, timeout=5, client=strict, **kwargs), strict
+
+
+# The conformance suite ------------------------------------------------------
+
+
+class Route53Harness(Harness):
+    def __init__(self, moto: Moto, auth: AuthMoto, stack: ExitStack) -> None:
+        self.moto = moto
+        self.auth = auth
+        self.stack = stack
+        self.zone = ZONE
+        self.secrets = (FAKE_SECRET, WRONG_SECRET, auth.secret, FAKE_KEY_ID, auth.key_id)
+        self._backend = moto.client()
+        self._zone_id = zone_id(self._backend, ZONE)
+
+    def store(self) -> RecordStore:
+        return strict_store(self.moto.url)[0]
+
+    def other_host(self) -> RecordStore:
+        return strict_store(self.moto.url)[0]
+
+    def backend_records(self, owner: str) -> set[Record]:
+        rrsets = tlsa_values(self._backend, self._zone_id, owner)
+        assert len(rrsets) <= 1, f"duplicate TLSA RRsets at {owner}: {rrsets}"
+        return {parse(owner, v) for _, values in rrsets for v in values}
+
+    def failing(self) -> Iterator[tuple[str, RecordStore, tuple[str, ...]]]:
+        every = ("add", "delete", "list")
+        quick = {"timeout": 1, "http_attempts": 1}
+        auth_url = self.auth.server.url
+        yield "auth refused: unknown key", Route53Store(auth_url, **quick), every
+        wrong = boto3.session.Session(
+            aws_access_key_id=self.auth.key_id, aws_secret_access_key=WRONG_SECRET
+        )
+        yield "auth refused: bad secret", Route53Store(auth_url, session=wrong, **quick), every
+        denied = self.stack.enter_context(
+            fake_route53(
+                zone_then(
+                    (200, rrsets_xml()),
+                    (
+                        403,
+                        error_xml(
+                            "AccessDenied",
+                            f"User: arn:aws:iam::123456789012:user/certbot ({FAKE_KEY_ID}) is "
+                            "not authorized to perform: route53:ChangeResourceRecordSets",
+                        ),
+                    ),
+                )
+            )
+        )
+        yield "auth refused: IAM policy", Route53Store(denied.url, **quick), ("add",)
+        down = f"http://127.0.0.1:{closed_port()}"
+        yield "server down", Route53Store(down, **quick), every
+        silent = self.stack.enter_context(misbehaving_server(None))
+        silent_store = Route53Store(f"http://127.0.0.1:{silent}", timeout=0.5, http_attempts=1)
+        yield "timeout", silent_store, every
+        garbage = self.stack.enter_context(misbehaving_server(b"\x00\x01garbage"))
+        garbage_store = Route53Store(f"http://127.0.0.1:{garbage}", timeout=0.5, http_attempts=1)
+        yield "not HTTP", garbage_store, every
+        not_xml = self.stack.enter_context(fake_route53(lambda m, p, q: (200, b"not xml {")))
+        yield "malformed answer", Route53Store(not_xml.url, **quick), every
+        bad = self.stack.enter_context(
+            fake_route53(zone_then(lambda name: (200, rrsets_xml(name, ("3 1 1 zz",)))))
+        )
+        yield "malformed TLSA", Route53Store(bad.url, **quick), every
+
+
+@pytest.fixture
+def harness(moto: Moto, moto_auth: AuthMoto) -> Iterator[Harness]:
+    with ExitStack() as stack:
+        yield Route53Harness(moto, moto_auth, stack)
+
+
+# Compare-and-swap -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("before", ["empty", "existing"])
+def test_swap_retries_after_a_concurrent_change(
+    harness: Route53Harness, before: str
+) -> None:
+    name = owner(harness)
+    mine, theirs, older = record(name, "a1"), record(name, "c3"), record(name, "0f")
+    if before == "existing":
+        harness.other_host().add({older}, 300)
+    ours, strict = strict_store(harness.moto.url)
+    other = harness.other_host()
+    # The other host writes after our read and before our change batch.
+    strict.before_change.append(lambda: other.add({theirs}, 300))
+    ours.add({mine}, 300)
+    expected = {mine, theirs} | ({older} if before == "existing" else set())
+    assert harness.backend_records(name) == expected
+    assert strict.calls["change_resource_record_sets"] == 2
+
+    strict.before_change.append(lambda: other.delete({theirs}))
+    ours.delete({mine})
+    assert harness.backend_records(name) == expected - {mine, theirs}
+
+
+def test_swap_gives_up_when_always_raced(harness: Route53Harness) -> None:
+    name = owner(harness)
+    ours, strict = strict_store(harness.moto.url, swap_attempts=3)
+    other = harness.other_host()
+    strict.before_change.extend(
+        (lambda i=i: other.add({record(name, f"{i}e")}, 300)) for i in range(3)
+    )
+    with pytest.raises(StoreError) as info:
+        ours.add({record(name, "a1")}, 300)
+    message = str(info.value)
+    assert message.startswith(f"route53 store: cannot add 1 TLSA record(s) at {name}: ")
+    assert "rejected 3 times" in message and "\n" not in message
+    assert strict.calls["change_resource_record_sets"] == 3
+    assert record(name, "a1") not in harness.backend_records(name)
+
+
+@pytest.mark.parametrize("form", ["ErrorResponse", "InvalidChangeBatch"])
+def test_both_forms_of_a_rejected_batch_are_retried(form: str) -> None:
+    """Route 53 has answered InvalidChangeBatch in two XML forms; botocore
+    parses only the first, so the store must recognise the second too."""
+    name = "_25._tcp.mx.dane.test."
+    text = f"Tried to create resource record set [name='{name}', type='TLSA'] but it already exists"
+    if form == "ErrorResponse":
+        rejected = error_xml("InvalidChangeBatch", text)
+    else:
+        rejected = invalid_batch_xml(text)
+    answers = [(400, rejected), (200, change_xml())]
+    with fake_route53(zone_then((200, rrsets_xml()), lambda: answers.pop(0))) as fake:
+        store = Route53Store(fake.url, timeout=2, http_attempts=1)
+        store.add({record(name, "a1")}, 300)
+        posts = [r for r in fake.requests if r[0] == "POST"]
+        assert len(posts) == 2 and not answers
+        answers.extend([(400, rejected)] * 2)
+        with pytest.raises(StoreError) as info:
+            Route53Store(fake.url, timeout=2, http_attempts=1, swap_attempts=2).add(
+                {record(name, "a1")}, 300
+            )
+    message = str(info.value)
+    assert "Route 53 rejected the change" in message and "rejected 2 times" in message
+    if form == "ErrorResponse":
+        assert "already exists" in message
+
+
+def test_no_change_call_when_nothing_changes(harness: Route53Harness) -> None:
+    name = owner(harness)
+    store, strict = strict_store(harness.moto.url)
+    kept = record(name, "a1")
+    store.add({kept}, 300)
+    assert strict.calls["change_resource_record_sets"] == 1
+    store.add({kept}, 600)
+    shouting = Record(kept.owner.upper(), 3, 1, 1, kept.data.upper())
+    store.add({shouting}, 300)
+    store.delete({record(name, "ff")})
+    store.delete({record(owner(harness), "ff")})
+    assert strict.calls["change_resource_record_sets"] == 1
+    # one change per owner name
+    second = owner(harness)
+    store.add({record(name, "b2"), record(second, "b2")}, 300)
+    assert strict.calls["change_resource_record_sets"] == 3
+    assert harness.backend_records(second) == {record(second, "b2")}
+    assert strict.calls["get_change"] == 0, "moto answers INSYNC at once"
+
+
+def test_merged_rrset_takes_the_callers_ttl(harness: Route53Harness) -> None:
+    name = owner(harness)
+    store = harness.store()
+    store.add({record(name, "a1")}, 300)
+    store.add({record(name, "b2")}, 600)
+    assert store.list(name).ttl == 600
+    store.delete({record(name, "a1")})
+    assert store.list(name).ttl == 600
+    store.delete({record(name, "b2")})
+    assert tlsa_values(harness._backend, harness._zone_id, name) == []
+
+
+def test_values_are_read_as_route53_writes_them(harness: Route53Harness) -> None:
+    """Upper-case hex and extra spaces parse, and a swap repeats them verbatim."""
+    name = owner(harness)
+    upper = record(name, "ab")
+    value = f"3  1 1 {upper.data.upper()}"
+    harness._backend.change_resource_record_sets(
+        HostedZoneId=harness._zone_id,
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": name,
+                        "Type": "TLSA",
+                        "TTL": 120,
+                        "ResourceRecords": [{"Value": value}],
+                    },
+                }
+            ]
+        },
+    )
+    store = harness.store()
+    assert store.list(name).records == {upper}
+    store.add({upper}, 300)  # present already: nothing to do
+    store.add({record(name, "cd")}, 300)
+    assert harness.backend_records(name) == {upper, record(name, "cd")}
+    store.delete({upper, record(name, "cd")})
+    assert harness.backend_records(name) == set()
+
+
+def test_waits_until_the_change_is_insync(harness: Route53Harness) -> None:
+    store, strict = strict_store(harness.moto.url)
+    store.poll_interval = (0.01, 0.02)
+    strict.pending = 3  # the change answer and two GetChange answers
+    store.add({record(owner(harness), "a1")}, 300)
+    assert strict.calls["get_change"] == 3
+
+
+def test_not_insync_in_time_is_no_error(harness: Route53Harness) -> None:
+    store, strict = strict_store(harness.moto.url, sync_timeout=0.1)
+    store.poll_interval = (0.02, 0.02)
+    strict.pending = 1000
+    name = owner(harness)
+    store.add({record(name, "a1")}, 300)
+    assert harness.backend_records(name) == {record(name, "a1")}
+    assert 1 <= strict.calls["get_change"] <= 10
+
+
+def test_routing_policy_rrset_is_left_alone() -> None:
+    name = "_25._tcp.mx.dane.test."
+    weighted = rrsets_xml(
+        name,
+        (f"3 1 1 {'ab' * 32}",),
+        "<SetIdentifier>blue</SetIdentifier><Weight>10</Weight>",
+    )
+    with fake_route53(zone_then((200, weighted))) as fake:
+        store = Route53Store(fake.url, timeout=2, http_attempts=1)
+        with pytest.raises(StoreError, match="routing policy"):
+            store.add({record(name, "cd")}, 300)
+        assert not [r for r in fake.requests if r[0] == "POST"]
+
+
+# Zones ------------------------------------------------------------------------
+
+
+def _zone(moto: Moto, name: str, **kwargs: Any) -> str:
+    answer = moto.client().create_hosted_zone(
+        Name=name, CallerReference=str(uuid.uuid4()), **kwargs
+    )
+    return str(answer["HostedZone"]["Id"]).rsplit("/", 1)[-1]
+
+
+def test_longest_zone_suffix_wins(moto: Moto) -> None:
+    parent = f"p{uuid.uuid4().hex[:8]}.test."
+    parent_id = _zone(moto, parent)
+    child_id = _zone(moto, f"child.{parent}")
+    store, strict = strict_store(moto.url)
+    backend = moto.client()
+    cases = {
+        f"_25._tcp.mx.child.{parent}": child_id,
+        f"_25._tcp.a.b.c.mx.child.{parent}": child_id,
+        f"_25._tcp.mx.{parent}": parent_id,
+        # "xchild" ends in "child" as a string, not as a label
+        f"_25._tcp.mx.xchild.{parent}": parent_id,
+    }
+    for name, expected in cases.items():
+        store.add({record(name, "a1")}, 300)
+        other = child_id if expected == parent_id else parent_id
+        assert tlsa_values(backend, expected, name), name
+        assert not tlsa_values(backend, other, name), name
+    assert strict.calls["list_hosted_zones"] == 1, "the zone list is read once per store"
+
+
+def test_public_zone_preferred_to_a_private_one(moto: Moto) -> None:
+    parent = f"v{uuid.uuid4().hex[:8]}.test."
+    public_id = _zone(moto, parent)
+    vpc = moto.client("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    private_id = _zone(
+        moto,
+        f"mx.{parent}",
+        HostedZoneConfig={"PrivateZone": True, "Comment": "split horizon"},
+        VPC={"VPCRegion": "us-east-1", "VPCId": vpc},
+    )
+    name = f"_25._tcp.mx.{parent}"
+    Route53Store(moto.url, timeout=5).add({record(name, "a1")}, 300)
+    assert tlsa_values(moto.client(), public_id, name)
+    assert not tlsa_values(moto.client(), private_id, name)
+    # With no public zone around, the private zone is used.
+    alone = f"w{uuid.uuid4().hex[:8]}.test."
+    alone_id = _zone(
+        moto,
+        alone,
+        HostedZoneConfig={"PrivateZone": True},
+        VPC={"VPCRegion": "us-east-1", "VPCId": vpc},
+    )
+    name = f"_25._tcp.mx.{alone}"
+    Route53Store(moto.url, timeout=5).add({record(name, "a1")}, 300)
+    assert tlsa_values(moto.client(), alone_id, name)
+
+
+def test_owner_outside_every_zone(moto: Moto) -> None:
+    store = Route53Store(moto.url, timeout=5)
+    with pytest.raises(StoreError) as info:
+        store.list("_25._tcp.mx.example.invalid.")
+    assert str(info.value) == (
+        "route53 store: cannot list TLSA records at _25._tcp.mx.example.invalid.: no hosted "
+        "zone of this AWS account contains the name"
+    )
+
+
+def test_two_zones_of_the_same_name_are_refused(moto: Moto) -> None:
+    twin = f"t{uuid.uuid4().hex[:8]}.test."
+    first, second = _zone(moto, twin), _zone(moto, twin)
+    with pytest.raises(StoreError) as info:
+        Route53Store(moto.url, timeout=5).add({record(f"_25._tcp.mx.{twin}", "a1")}, 300)
+    message = str(info.value)
+    assert first in message and second in message and "delete the unused one" in message
+
+
+# Errors and secrets -------------------------------------------------------------
+
+
+def test_refusals_say_what_and_hide_the_keys(harness: Route53Harness) -> None:
+    name = owner(harness)
+    reasons = {}
+    for kind, store, operations in harness.failing():
+        with pytest.raises(StoreError) as info:
+            if "add" in operations and len(operations) == 1:
+                store.add({record(name, "a1")}, 300)
+            else:
+                store.list(name)
+        reasons[kind] = str(info.value)
+    for message in reasons.values():
+        assert message.startswith("route53 store: cannot "), message
+        for secret in harness.secrets:
+            assert secret not in message
+    assert "does not know the access key" in reasons["auth refused: unknown key"]
+    assert "check the secret access key" in reasons["auth refused: bad secret"]
+    assert reasons["auth refused: IAM policy"].endswith(
+        "access denied: the IAM policy does not allow route53:ChangeResourceRecordSets"
+    )
+    assert "cannot connect to http://127.0.0.1:" in reasons["server down"]
+    assert "timed out" in reasons["timeout"]
+    assert "malformed answer" in reasons["malformed answer"]
+    assert "malformed answer" in reasons["malformed TLSA"]
+
+
+def test_no_credentials(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    store = Route53Store(moto.url, timeout=2)
+    with pytest.raises(StoreError) as info:
+        store.list(f"_25._tcp.mx.{ZONE}")
+    assert "no AWS credentials found" in str(info.value)
+    assert "~/.aws/credentials" in str(info.value)
+
+
+def test_partial_credentials(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    store = Route53Store(moto.url, timeout=2)
+    with pytest.raises(StoreError) as info:
+        store.list(f"_25._tcp.mx.{ZONE}")
+    assert FAKE_KEY_ID not in str(info.value)
+    assert "incomplete AWS credentials" in str(info.value)
+
+
+# Settings ---------------------------------------------------------------------
+
+
+def test_settings_with_api_url(
+    moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No region configured: the store must still sign for the explicit endpoint.
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    config = SimpleNamespace(config_dir=str(tmp_path), authenticator=None)
+    options = {"tlsa": "311:25", "dns": "route53", "api_url": moto.url + "/"}
+    settings = settings_mod.from_options(options, config, "mail.example.com")
+    assert settings.store == "route53"
+    assert settings.api_url == moto.url
+    assert settings.credentials is None
+    store = open_store(settings, timeout=5)
+    assert isinstance(store, Route53Store)
+    name = f"_25._tcp.settings-{uuid.uuid4().hex[:8]}.{ZONE}"
+    store.add({record(name, "a1")}, 300)
+    assert store.list(name).records == {record(name, "a1")}
+
+
+def test_settings_follow_the_route53_authenticator(aws_env: None, tmp_path: Path) -> None:
+    config = SimpleNamespace(config_dir=str(tmp_path), authenticator="dns-route53")
+    settings = settings_mod.from_options({"tlsa": "311:25"}, config, "mail.example.com")
+    assert settings.store == "route53" and settings.api_url is None
+
+
+def test_opening_the_store_sends_nothing(aws_env: None, tmp_path: Path) -> None:
+    with fake_route53(lambda m, p, q: (500, b"")) as fake:
+        config = SimpleNamespace(config_dir=str(tmp_path), authenticator=None)
+        options = {"tlsa": "311:25", "dns": "route53", "api_url": fake.url}
+        settings = settings_mod.from_options(options, config, "mail.example.com")
+        store = open_store(settings)
+        assert isinstance(store, Route53Store) and store.endpoint_url == fake.url
+        assert fake.requests == []
