@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,148 +34,13 @@ from certbot_dane.dns.rfc2136 import ALGORITHMS, Rfc2136Store
 from certbot_dane.tlsa import Record
 from tests.lab.lab import Lab, find_tool
 from tests.lab.process import Daemon, free_port
+from tests.netfakes import FakeDns
 
 KEY_NAME = "hardening-key."
 SECRET = base64.b64encode(b"a shared secret for the fake DNS").decode()
 
 
 # A fake authoritative server that keeps what it was sent --------------------------
-
-
-class FakeDns:
-    """A UDP+TCP DNS server on 127.0.0.1 for one zone, in memory.
-
-    It answers SOA queries (the apex in the answer or authority section),
-    TLSA queries from what updates stored, and applies RFC 2136 adds and
-    single-record deletes. Every message it receives is kept in
-    :attr:`received`, parsed with the ``keyring``, so a signed message whose
-    MAC does not verify never gets here (the server then stays silent).
-    """
-
-    def __init__(self, zone: str = "example.test.", keyring: dict | None = None) -> None:
-        self.zone = dns.name.from_text(zone)
-        self.keyring = keyring
-        self.received: list[dns.message.Message] = []
-        self.records: dict[dns.name.Name, set[object]] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._tcp.bind(("127.0.0.1", 0))
-        self.port = self._tcp.getsockname()[1]
-        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp.bind(("127.0.0.1", self.port))
-        self._tcp.listen(16)
-        self._tcp.settimeout(0.1)
-        self._udp.settimeout(0.1)
-        self._threads = [
-            threading.Thread(target=self._serve_tcp, daemon=True),
-            threading.Thread(target=self._serve_udp, daemon=True),
-        ]
-
-    def __enter__(self) -> FakeDns:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=2)
-        self._tcp.close()
-        self._udp.close()
-
-    def _answer(self, wire: bytes, max_size: int = 65535) -> bytes | None:
-        try:
-            query = dns.message.from_wire(wire, keyring=self.keyring)
-        except dns.exception.DNSException:
-            return None
-        with self._lock:
-            self.received.append(query)
-            response = dns.message.make_response(query)
-            if query.opcode() == dns.opcode.UPDATE:
-                self._apply(query)
-            else:
-                self._lookup(query, response)
-        try:
-            return response.to_wire(max_size=max_size)
-        except dns.exception.TooBig:
-            # What a server does when a UDP answer does not fit: an empty,
-            # truncated answer that sends the client to TCP.
-            truncated = dns.message.make_response(query)
-            truncated.flags |= dns.flags.TC
-            return truncated.to_wire()
-
-    def _apply(self, update: dns.message.Message) -> None:
-        for rrset in update.authority:  # the update section
-            held = self.records.setdefault(rrset.name, set())
-            for rdata in rrset:
-                if rrset.deleting is None:
-                    held.add(rdata)
-                elif rrset.deleting == dns.rdataclass.NONE:
-                    held.discard(rdata)
-
-    def _lookup(self, query: dns.message.Message, response: dns.message.Message) -> None:
-        question = query.question[0]
-        response.flags |= dns.flags.AA
-        if not question.name.is_subdomain(self.zone):
-            response.set_rcode(dns.rcode.REFUSED)
-            return
-        soa = dns.rrset.from_text(
-            self.zone, 60, "IN", "SOA", f"ns.{self.zone} host.{self.zone} 1 60 60 60 60"
-        )
-        if question.rdtype == dns.rdatatype.SOA and question.name == self.zone:
-            response.answer.append(soa)
-            return
-        held = self.records.get(question.name)
-        if question.rdtype == dns.rdatatype.TLSA and held:
-            rrset = dns.rrset.RRset(question.name, dns.rdataclass.IN, dns.rdatatype.TLSA)
-            for rdata in held:
-                rrset.add(rdata, 60)
-            response.answer.append(rrset)
-        else:
-            response.authority.append(soa)
-
-    def _serve_udp(self) -> None:
-        while not self._stop.is_set():
-            try:
-                wire, peer = self._udp.recvfrom(65535)
-            except OSError:
-                continue
-            answer = self._answer(wire, max_size=512)
-            if answer is not None:
-                self._udp.sendto(answer, peer)
-
-    def _serve_tcp(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._tcp.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(2)
-                try:
-                    while True:
-                        size = _read(conn, 2)
-                        if size is None:
-                            break
-                        wire = _read(conn, int.from_bytes(size, "big"))
-                        answer = self._answer(wire or b"")
-                        if answer is None:
-                            break
-                        conn.sendall(len(answer).to_bytes(2, "big") + answer)
-                except OSError:
-                    pass
-
-
-def _read(conn: socket.socket, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
 
 
 def tsig_keyring() -> dict[dns.name.Name, bytes]:

@@ -32,8 +32,7 @@ from certbot_dane.tlsa import Record
 from tests.conformance import *  # noqa: F403 - the shared suite
 from tests.conformance import Harness, owner, record
 from tests.lab.lab import Lab
-from tests.netfakes import closed_port
-from tests.test_rfc2136_hardening import FakeDns
+from tests.netfakes import FakeDns, closed_port
 
 pytestmark = pytest.mark.lab
 
