@@ -80,7 +80,14 @@ class Deployment:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [certbot_dane_path(), "--config-dir", str(self.config), *args],
+            [
+                certbot_dane_path(),
+                "--config-dir",
+                str(self.config),
+                "--logs-dir",
+                str(self.root / "logs"),
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=120,

@@ -1,0 +1,169 @@
+"""``certbot-dane print``: TLSA records in zone-file format, from several sources.
+
+An administrator needs the records before the plugin can publish them (a
+zone kept by hand, a second provider, a migration) and to compare what DNS
+holds with what a certificate needs. Sources, in the spirit of alnitak's
+``print``: a managed lineage (its served and pending versions, as the state
+remembers them), a certificate file, ``UST:FILE`` or ``UST:PORT:FILE``, and
+every archive version of a certbot lineage.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import state, tlsa
+
+DEFAULT_TTL = 3600
+DEFAULT_SPECS = "311:25"
+#: The port of a ``UST:FILE`` item: SMTP, where DANE is used most.
+DEFAULT_PORT = 25
+
+_WITH_PORT = re.compile(r"^(?P<ust>\d{3}):(?P<port>\d{1,5}):(?P<file>.+)$")
+_WITHOUT_PORT = re.compile(r"^(?P<ust>\d{3}):(?P<file>.+)$")
+_ARCHIVE_CERT = re.compile(r"^cert(?P<n>\d+)\.pem$")
+
+
+class PrintError(Exception):
+    """An item cannot be printed; the message names it and the problem."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """The records of one source, printed under one comment line."""
+
+    title: str
+    records: frozenset[tlsa.Record]
+
+
+def _load(path: Path) -> list[Any]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PrintError(f"cannot read certificate {path}: no such file") from None
+    except IsADirectoryError:
+        raise PrintError(f"cannot read certificate {path}: it is a directory") from None
+    except OSError as err:
+        raise PrintError(f"cannot read certificate {path}: {err.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise PrintError(f"cannot read certificate {path}: no PEM certificate in it")
+    try:
+        return tlsa.load_pem_chain(data)
+    except ValueError:
+        # cryptography's message is a paragraph; the point fits in a few words.
+        raise PrintError(
+            f"cannot read certificate {path}: a PEM certificate in it is damaged"
+        ) from None
+
+
+def _sibling_chain(path: Path) -> Path | None:
+    """certbot's ``cert.pem``/``certN.pem`` has its issuer in ``chain.pem``/``chainN.pem``."""
+    match = re.match(r"^cert(\d*)\.pem$", path.name)
+    if not match:
+        return None
+    sibling = path.with_name(f"chain{match.group(1)}.pem")
+    return sibling if sibling.is_file() else None
+
+
+def file_records(path: Path, targets: tuple[tlsa.Target, ...]) -> frozenset[tlsa.Record]:
+    """Records for a PEM file that starts with the leaf.
+
+    The issuer (for usage 2) is the next certificate in the file, else the
+    first one of the ``chain`` file next to a certbot ``cert`` file.
+    """
+    chain = _load(path)
+    issuer = chain[1] if len(chain) > 1 else None
+    if issuer is None and any(t.usage == 2 for t in targets):
+        sibling = _sibling_chain(path)
+        if sibling is not None:
+            issuer = _load(sibling)[0]
+    try:
+        records = tlsa.records_for(targets, chain[0], issuer)
+    except ValueError:
+        raise PrintError(
+            f"{path}: usage 2 needs the issuing certificate; give fullchain.pem "
+            "(or a cert.pem with chain.pem beside it)"
+        ) from None
+    if not records:
+        raise PrintError(f"{path}: the certificate has no DNS name to publish TLSA records for")
+    return records
+
+
+def parse_item(text: str) -> tuple[tuple[tlsa.Target, ...] | None, Path]:
+    """``UST:PORT:FILE`` or ``UST:FILE`` -> (targets, path); a bare path -> (None, path)."""
+    for pattern in (_WITH_PORT, _WITHOUT_PORT):
+        match = pattern.match(text)
+        if match:
+            port = match.groupdict().get("port") or str(DEFAULT_PORT)
+            try:
+                target = tlsa.parse_spec(f"{match['ust']}:{port}")
+            except tlsa.SpecError as err:
+                raise PrintError(str(err)) from None
+            return (target,), Path(match["file"])
+    return None, Path(text)
+
+
+def lineage_groups(data: state.LineageFile) -> list[Group]:
+    """The served and pending versions of a managed lineage, from its state."""
+    s = data.rollover
+    groups = []
+    for version, role in ((s.served, "served"), (s.pending, "pending")):
+        if version is not None:
+            groups.append(
+                Group(f"{data.lineage} version {version.number} ({role})", version.records)
+            )
+    return groups
+
+
+def archive_groups(
+    config_dir: str | Path, name: str, targets: tuple[tlsa.Target, ...]
+) -> list[Group]:
+    """Every ``archive/NAME/certN.pem``, oldest first."""
+    archive = Path(config_dir) / "archive" / name
+    if not archive.is_dir():
+        raise PrintError(
+            f"no archive for lineage {name!r}: {archive} does not exist; "
+            "'certbot certificates' lists the lineages"
+        )
+    numbers = sorted(
+        int(m["n"]) for m in (_ARCHIVE_CERT.match(p.name) for p in archive.iterdir()) if m
+    )
+    if not numbers:
+        raise PrintError(f"no certN.pem in {archive}")
+    groups = []
+    for number in numbers:
+        path = archive / f"cert{number}.pem"
+        groups.append(Group(f"{name} version {number} ({path})", file_records(path, targets)))
+    return groups
+
+
+def render(groups: list[Group], ttl: int) -> str:
+    """Zone-file text; a record already printed for an earlier group is not repeated."""
+    lines: list[str] = []
+    done: set[tlsa.Record] = set()
+    for group in groups:
+        fresh = sorted(group.records - done)
+        same = "" if fresh else " (same records as above)"
+        lines.append(f"; {group.title}{same}")
+        lines.extend(r.zone_line(ttl) for r in fresh)
+        done |= group.records
+    return "\n".join(lines)
+
+
+def as_json(groups: list[Group], ttl: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "source": group.title,
+            "owner": r.owner,
+            "ttl": ttl,
+            "usage": r.usage,
+            "selector": r.selector,
+            "mtype": r.mtype,
+            "data": r.data,
+            "line": r.zone_line(ttl),
+        }
+        for group in groups
+        for r in sorted(group.records)
+    ]
