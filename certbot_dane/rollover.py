@@ -241,9 +241,9 @@ def decide(state: State, now: float, seen: Seen | None, policy: Policy) -> Actio
     pending = state.pending
     if pending is None:
         return Idle()
-    if state.served is None or pending.records <= state.served.records:
-        # Nothing to protect yet, or key reuse: every record the new version
-        # needs is already the one the served version is live with.
+    if state.served is None or _covered(pending, state.served):
+        # Nothing to protect yet, or key reuse: at every owner name, a record
+        # the new version matches is one the served version is live with.
         return Switch(pending)
     if seen is None:
         return Observe(pending.records)
@@ -255,6 +255,18 @@ def decide(state: State, now: float, seen: Seen | None, policy: Policy) -> Actio
     if not seen.validated:
         return Wait("the validating resolver does not yet return the new records with AD")
     return Switch(pending)
+
+
+def _covered(pending: Version, served: Version) -> bool:
+    """Does every owner name of ``pending`` already carry a live record it matches?
+
+    With ``311,211`` and key reuse, a new intermediate changes the 211 record
+    but not the 311 one: every cache already holds a record (3 1 1) that the
+    new certificate matches, so no hold is needed.
+    """
+    owners = {r.owner for r in pending.records}
+    shared = {r.owner for r in pending.records & served.records}
+    return bool(owners) and owners <= shared
 
 
 def hold_seconds(state: State, seen: Seen | None, policy: Policy) -> float:

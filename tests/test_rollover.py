@@ -440,3 +440,25 @@ def test_describe_names_what_is_awaited():
     assert describe(state, 360, POLICY) == "ready to switch to version 2"
     fresh = advance(deployed(V1), Renewed(V2), 0, POLICY)
     assert describe(fresh, 0, POLICY) == "publishing 1 record(s)"
+
+
+def test_key_reuse_with_a_new_intermediate_switches_at_once():
+    # 311 (same key) and 211 (new intermediate): the 3 1 1 record is live.
+    ee = rec(A, 1)
+    old_ta = Record(A, 2, 1, 1, f"{0xA:064x}")
+    new_ta = Record(A, 2, 1, 1, f"{0xB:064x}")
+    v1 = Version(1, frozenset({ee, old_ta}))
+    v2 = Version(2, frozenset({ee, new_ta}))
+    state = advance(deployed(v1), Renewed(v2), 10, POLICY)
+    state = publish(state, 10, 300)
+    assert decide(state, 10, None, POLICY) == Switch(v2), "no hold: 3 1 1 already matches"
+    state = advance(state, Switched(v2), 10, POLICY)
+    assert decide(state, 10, None, POLICY) == Retire(frozenset({old_ta}))
+
+
+def test_a_new_owner_name_needs_the_hold_even_with_key_reuse():
+    # Same key, but the new certificate has a second name: B has no live record.
+    v2 = version(2, 1, owners=(A, B))
+    state = advance(deployed(V1), Renewed(v2), 10, POLICY)
+    state = publish(state, 10, 300)
+    assert isinstance(decide(state, 10, None, POLICY), Observe)
