@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv lab-packages lint test unit demo docs clean
+.PHONY: all venv lab-packages packaging-tools lint test unit tox demo docs clean
 
 all: test
 
@@ -20,14 +20,22 @@ venv: $(STAMP)
 lab-packages:
 	bash scripts/install-lab-packages.sh
 
+packaging-tools:
+	bash scripts/install-packaging-tools.sh
+
 lint: venv
 	$(BIN)/ruff check certbot_dane tests scripts $(wildcard bench)
 
 unit: venv
-	$(BIN)/pytest -q -m "not lab"
+	$(BIN)/pytest -q -m "not lab and not packaging"
 
-test: venv lab-packages lint
+test: venv lab-packages packaging-tools lint
 	$(BIN)/pytest -q
+
+# The suite under certbot 5.8 and under certbot 2.1 (as Debian 12 ships it).
+tox: venv lab-packages
+	$(BIN)/pip install --quiet tox
+	$(BIN)/tox
 
 demo: venv lab-packages
 	$(BIN)/python scripts/demo.py

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # certbot 2.1 imports pkg_resources, which new setuptools answers with a
+    # deprecation warning on stderr: noise for a timer that must stay quiet.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     args = _parser().parse_args(argv)
     clilog.setup(args.logs_dir, args.verbose)
     logger.info("certbot-dane %s (config dir %s)", args.command, args.config_dir)

@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
 from . import danedir, rollover, state
 from .engine import policy_of
 from .lookup import resolve_all, resolver_address
 from .observe import ObserveError
+from .tlsa import load_pem_chain
 
 #: The keys of one ``status --json`` row; tests hold the list stable.
 JSON_KEYS = (
@@ -46,7 +45,7 @@ _UNTIL = re.compile(r" \(until \d+\)$")
 def not_after(path: Path) -> float | None:
     """Expiry (epoch seconds) of the first certificate in a PEM file, or None."""
     try:
-        cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
+        cert = load_pem_chain(path.read_bytes())[0]
     except (OSError, ValueError, IndexError):
         return None
     when = getattr(cert, "not_valid_after_utc", None)

@@ -156,8 +156,19 @@ def association(cert: x509.Certificate, selector: int, mtype: int) -> str:
     return blob.hex()
 
 
+_PEM_END = b"-----END CERTIFICATE-----"
+
+
 def load_pem_chain(pem: bytes) -> list[x509.Certificate]:
-    return x509.load_pem_x509_certificates(pem)
+    """Every certificate in a PEM file, in order.
+
+    Done block by block because ``x509.load_pem_x509_certificates`` needs
+    cryptography 39, and Debian 12 ships 38.
+    """
+    blocks = [b + _PEM_END for b in pem.split(_PEM_END) if b"-----BEGIN CERTIFICATE-----" in b]
+    if not blocks:
+        raise ValueError("no PEM certificate found")
+    return [x509.load_pem_x509_certificate(block) for block in blocks]
 
 
 def cert_names(cert: x509.Certificate) -> list[str]:

@@ -22,6 +22,7 @@ from . import danedir, tlsa
 from .lookup import Answer, describe_answer, resolve_all
 from .observe import Address, ObserveError
 from .state import LineageFile
+from .tlsa import load_pem_chain
 
 CONNECT_TIMEOUT = 10.0
 #: ``_ssl.ENCODING_DER``: the format argument of the private chain objects.
@@ -202,7 +203,7 @@ def served_chain(data: LineageFile) -> tuple[int | None, Path, list[x509.Certifi
         raise VerifyFailure(str(err)) from None
     path = danedir.lineage_dir(directory, data.lineage) / "fullchain.pem"
     try:
-        chain = x509.load_pem_x509_certificates(path.read_bytes())
+        chain = load_pem_chain(path.read_bytes())
     except OSError as err:
         raise VerifyFailure(f"cannot read the served certificate {path}: {err.strerror}") from None
     except ValueError as err:

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certbot_dane import danedir, state
+from certbot_dane.tlsa import load_pem_chain
 from tests.deployment import Deployment, certbot_dane_path
 from tests.lab.lab import Lab
 
@@ -70,7 +70,7 @@ class CliDeployment(Deployment):
 
 def spki_sha256(pem_path: Path) -> str:
     """3 1 1 data computed here, without certbot_dane.tlsa."""
-    cert = x509.load_pem_x509_certificates(pem_path.read_bytes())[0]
+    cert = load_pem_chain(pem_path.read_bytes())[0]
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

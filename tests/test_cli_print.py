@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certbot_dane.tlsa import load_pem_chain
 from tests.certs import TinyCA, new_key, pem
 from tests.cli_support import CliDeployment, host_for, one_error_line, run, spki_sha256
 from tests.lab.lab import Lab
@@ -35,7 +36,7 @@ def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def der_sha256(path: Path, index: int = 0) -> str:
-    cert = x509.load_pem_x509_certificates(path.read_bytes())[index]
+    cert = load_pem_chain(path.read_bytes())[index]
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 

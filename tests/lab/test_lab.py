@@ -21,6 +21,8 @@ import dns.update
 import pytest
 from cryptography import x509
 
+from certbot_dane.tlsa import load_pem_chain
+
 from . import DaneService, Lab, Prober, dane_check, pki
 from .fixtures import running_lab
 
@@ -242,13 +244,13 @@ def issue(lab: Lab, tmp_path: Path, domain: str) -> x509.Certificate:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     fullchain = config_dir / "live" / domain / "fullchain.pem"
-    chain = x509.load_pem_x509_certificates(fullchain.read_bytes())
+    chain = load_pem_chain(fullchain.read_bytes())
     leaf = chain[0]
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == [domain]
 
     # Issued by Pebble's current intermediate, which its root signed.
-    root, intermediate = x509.load_pem_x509_certificates(lab.pebble_roots().encode())
+    root, intermediate = load_pem_chain(lab.pebble_roots().encode())
     leaf.verify_directly_issued_by(intermediate)
     intermediate.verify_directly_issued_by(root)
 
