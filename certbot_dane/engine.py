@@ -3,17 +3,25 @@
 One run for one lineage: take the lock, load the state, notice renewals the
 plugin did not see (drift), then loop ``decide`` -> act -> ``advance`` ->
 save until the core says wait or idle. The state is saved after every
-step, and every action is idempotent, so a crash anywhere is repaired by the
-next run.
+step that changed it, and every action is idempotent, so a crash anywhere is
+repaired by the next run.
+
+A run that changes nothing writes nothing: certbot calls the plugin for every
+lineage on every ``certbot renew``, and a settled lineage needs no DNS and no
+disk write. ``last_check`` is written with every save, and otherwise at most
+once per :data:`LAST_CHECK_REFRESH` seconds, so it can lag the last check by
+up to that much.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import danedir, rollover, state, tlsa
@@ -49,6 +57,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RECORD_TTL = 3600
 MAX_STEPS = 64
+#: A run that changes nothing still records its time when the recorded
+#: ``last_check`` is older than this (seconds); otherwise it writes nothing.
+LAST_CHECK_REFRESH = 3600.0
+#: Lineages checked at once by :meth:`Engine.check_many`.
+CHECK_WORKERS = 16
 
 
 class ReloadError(Exception):
@@ -116,26 +129,41 @@ class Engine:
         """Take a lineage under management (or update its settings) and run it."""
         with state.locked(self.config_dir, name, self.lock_timeout):
             data = state.load(self.config_dir, name)
+            saved = None
             if data is None:
                 data = LineageFile(lineage=name, settings=settings)
                 data.note("installed", f"targets {settings.targets}", self.clock())
             else:
+                saved = _Mark(data)
                 retarget = data.settings.targets != settings.targets
                 data.settings = settings
                 if retarget:
                     self._retarget(data)
-            state.save(self.config_dir, data)
-            return self._run(data)
+            ctx = _Context(self, data, saved)
+            ctx.save()
+            return self._run(ctx)
 
-    def check_many(self, names: list[str]) -> dict[str, Result | Exception]:
-        """The deferred step for several lineages; a failure of one never stops another."""
-        results: dict[str, Result | Exception] = {}
-        for name in names:
+    def check_many(
+        self, names: list[str], workers: int = CHECK_WORKERS
+    ) -> dict[str, Result | Exception]:
+        """The deferred step for several lineages, up to ``workers`` at a time.
+
+        Each lineage keeps its own lock; a failure of one never stops another.
+        The results are in the order of ``names``.
+        """
+
+        def one(name: str) -> Result | Exception:
             try:
-                results[name] = self.check(name)
+                return self.check(name)
             except (state.StateError, EngineError) as err:
-                results[name] = err
-        return results
+                return err
+
+        if workers <= 1 or len(names) <= 1:
+            outcomes = [one(name) for name in names]
+        else:
+            with ThreadPoolExecutor(max_workers=min(workers, len(names))) as pool:
+                outcomes = list(pool.map(one, names))
+        return dict(zip(names, outcomes, strict=True))
 
     def check(self, name: str) -> Result:
         """The deferred step for one managed lineage."""
@@ -146,13 +174,13 @@ class Engine:
                     f"lineage {name} is not managed by certbot-dane; run "
                     f"'certbot install -i dane --cert-name {name} --dane-tlsa ...' first"
                 )
-            return self._run(data)
+            return self._run(_Context(self, data, _Mark(data)))
 
     # The run --------------------------------------------------------------
 
-    def _run(self, data: LineageFile) -> Result:
+    def _run(self, ctx: _Context) -> Result:
+        data = ctx.data
         result = Result(data.lineage)
-        ctx = _Context(self, data)
         try:
             self._reconcile_links(ctx)
             self._notice_renewal(ctx, result)
@@ -160,8 +188,9 @@ class Engine:
         except (*RETRYABLE, EngineError) as err:
             message = str(err) if not isinstance(err, OSError) else f"{err.strerror}: {err}"
             self._fail(ctx, result, message)
-        data.last_check = self.clock()
-        state.save(self.config_dir, data)
+        last = data.last_check
+        now = self.clock()
+        ctx.save(refresh=last is None or not 0 <= now - last < LAST_CHECK_REFRESH)
         return result
 
     def _fail(self, ctx: _Context, result: Result, message: str) -> None:
@@ -304,17 +333,53 @@ class Engine:
         ctx.data.note("reloaded", argv[0], self.clock())
 
 
-class _Context:
-    """One lineage's run: its state file, lazily opened store and observer."""
+class _Mark:
+    """What a save would write, last_check aside, in a form cheap to compare.
 
-    def __init__(self, engine: Engine, data: LineageFile) -> None:
+    Serialising to compare would cost as much as the write it avoids (a full
+    timeline is 200 events). The rollover state is immutable and the settings
+    are compared by value; the timeline only grows at its end (and drops its
+    oldest events), so its length and its last event tell whether a note was
+    added.
+    """
+
+    def __init__(self, data: LineageFile) -> None:
+        self.lineage = data.lineage
+        self.rollover = data.rollover
+        self.settings = replace(data.settings)
+        self.events = len(data.timeline)
+        self.last_event = data.timeline[-1] if data.timeline else None
+
+    def matches(self, data: LineageFile) -> bool:
+        last_event = data.timeline[-1] if data.timeline else None
+        return (
+            self.lineage == data.lineage
+            and self.rollover == data.rollover
+            and self.settings == data.settings
+            and self.events == len(data.timeline)
+            and self.last_event is last_event
+        )
+
+
+class _Context:
+    """One lineage's run: its state file, lazily opened store and observer.
+
+    ``saved`` marks what the state file holds (None: nothing yet).
+    """
+
+    def __init__(self, engine: Engine, data: LineageFile, saved: _Mark | None) -> None:
         self.engine = engine
         self.data = data
+        self.saved = saved
         self.directory = Path(data.settings.directory)
-        self.targets = tlsa.parse_specs(data.settings.targets)
         self.policy = policy_of(data.settings)
         self._store: RecordStore | None = None
         self._observer: Observer | None = None
+
+    @functools.cached_property
+    def targets(self) -> tuple[tlsa.Target, ...]:
+        """Parsed only when a version's records are computed (rarely)."""
+        return tlsa.parse_specs(self.data.settings.targets)
 
     @property
     def store(self) -> RecordStore:
@@ -332,7 +397,15 @@ class _Context:
     def advance(self, outcome: rollover.Outcome) -> None:
         new = rollover.advance(self.data.rollover, outcome, self.engine.clock(), self.policy)
         self.data.rollover = new
+        self.save()
+
+    def save(self, refresh: bool = False) -> None:
+        """Write the state if it differs from the file (or ``refresh``: always)."""
+        if not refresh and self.saved is not None and self.saved.matches(self.data):
+            return
+        self.data.last_check = self.engine.clock()
         state.save(self.engine.config_dir, self.data)
+        self.saved = _Mark(self.data)
 
 
 def _list(records: frozenset[tlsa.Record]) -> str:

@@ -1,0 +1,255 @@
+"""Deferred-check cost: ``certbot renew`` over lineages that are not due.
+
+certbot calls the installer's ``generic_updates`` for every lineage on every
+``certbot renew``, due or not; this is what the plugin costs there.
+
+One certificate is issued by the lab's Pebble (``certbot run -i dane``), then
+cloned into N lineages (archive/, live/ links, renewal conf; for the plugin
+also its state file and dane directory, each clone with its own TLSA owner
+``_25._tcp.NAME.``, its record published in the lab's zone). Two config
+directories hold the same N clones: "without" names no installer, "with" says
+``installer = dane``. After one untimed warm-up run each (certbot records the
+ARI answer in the renewal conf), ``certbot renew --no-random-sleep-on-renew``
+is timed REPEAT times per directory, alternating, and the median is shown.
+
+The clones' ``--dane-nameservers``, ``--dane-resolver`` and rfc2136
+credentials point at counting forwarders in front of BIND and Unbound, so
+the DNS column counts every DNS message the plugin sent during the timed
+runs. A second count runs ``Engine.check_many`` in-process over the same
+lineages with counting observer and store factories.
+
+Usage: .venv/bin/python bench/renew_cost.py [--counts 1,50,200] [--repeat 5]
+       [--pythonpath DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from benchlib import (
+    CountingForwarder,
+    Deployment,
+    Lab,
+    Measured,
+    clone_lineage,
+    dane_settings_for,
+    load_average,
+    manage_clone,
+    median,
+    publish_records,
+    run_measured,
+    scratch_dir,
+    table,
+)
+
+from certbot_dane import state
+from certbot_dane.engine import Engine, default_observer, default_store
+
+try:  # the refresh interval of last_check, where the engine has one
+    from certbot_dane.engine import LAST_CHECK_REFRESH
+except ImportError:
+    LAST_CHECK_REFRESH = 3600.0
+from tests.lab import pki
+
+BASE = "base.dane.test"
+TTL = 60
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", default="1,50,200", help="lineage counts (default 1,50,200)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per case (default 5)")
+    parser.add_argument("--keep", help="run directory to keep (default: a temporary one)")
+    parser.add_argument(
+        "--pythonpath",
+        help="put this directory first on certbot's PYTHONPATH: measure another copy of "
+        "certbot_dane (e.g. an older engine.py) with the same harness",
+    )
+    args = parser.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    root, tmp = scratch_dir("certbot-dane-bench-renew-", args.keep)
+    loads = [load_average()]
+    try:
+        with Lab(root / "lab", ttl=TTL) as lab:
+            rows = run(lab, root, counts, args.repeat, args.pythonpath)
+    finally:
+        loads.append(load_average())
+        if tmp is not None:
+            tmp.cleanup()
+    print(
+        f"certbot renew over lineages not due: median of {args.repeat} runs per case; "
+        f"load average {loads[0]} before, {loads[1]} after"
+    )
+    print(
+        table(
+            [
+                "lineages",
+                "case",
+                "wall s",
+                "vs without",
+                "CPU s",
+                "vs without",
+                "peak RSS MiB",
+                "vs without",
+                "state files written",
+                "DNS msgs/lineage",
+                "in-process queries/lineage",
+            ],
+            rows,
+        )
+    )
+    return 0
+
+
+def run(
+    lab: Lab, root: Path, counts: list[int], repeat: int, pythonpath: str | None
+) -> list[list[object]]:
+    base = Deployment(lab, root / "base", BASE, margin=0)
+    print(f"issuing {BASE} with Pebble ...", file=sys.stderr, flush=True)
+    base.issue()
+    env = lab.certbot_env()
+    if pythonpath:
+        env["PYTHONPATH"] = str(Path(pythonpath).resolve())
+    rows: list[list[object]] = []
+    with CountingForwarder(lab.bind_address) as auth, CountingForwarder(lab.resolver) as res:
+        ini = root / "forwarded-rfc2136.ini"
+        text = base.ini.read_text().replace(f"port = {lab.bind_port}", f"port = {auth.port}")
+        pki.write_private(ini, text.encode("ascii"))
+        published: set[object] = set()
+        for n in counts:
+            names = [f"c{i:03d}.dane.test" for i in range(n)]
+            plain = root / f"without-{n}" / "config"
+            dane = root / f"with-{n}" / "config"
+            print(f"cloning {n} lineage(s) twice ...", file=sys.stderr, flush=True)
+            records = set()
+            for config in (plain, dane):
+                config.mkdir(parents=True)
+                shutil.copytree(base.config / "accounts", config / "accounts")
+            for name in names:
+                clone_lineage(base.config, BASE, plain, name, live=1, dane=None)
+                keys = {
+                    "dane_tlsa": f"311:25@{name}",
+                    "dane_resolver": res.address,
+                    "dane_nameservers": auth.address,
+                    "dane_record_ttl": str(TTL),
+                    "dns_rfc2136_credentials": str(ini),
+                }
+                clone_lineage(base.config, BASE, dane, name, live=1, dane=keys)
+                settings = dane_settings_for(dane, keys, ini)
+                records |= manage_clone(dane, name, settings, 1)
+            fresh = records - published
+            if fresh:
+                publish_records(lab, fresh, TTL)
+                published |= fresh
+            print(f"warm-up runs for {n} ...", file=sys.stderr, flush=True)
+            for config in (plain, dane):
+                _renew(lab, config, env)
+            auth.take()
+            res.take()
+            cases = ("without", "with", "stale")
+            runs: dict[str, list[Measured]] = {c: [] for c in cases}
+            writes: dict[str, list[int]] = {c: [] for c in cases}
+            messages: dict[str, int] = {c: 0 for c in cases}
+            for rep in range(repeat):
+                for case in cases:
+                    config = plain if case == "without" else dane
+                    if case == "stale":
+                        _age_last_check(dane, names)
+                    before = _state_files(config)
+                    runs[case].append(_renew(lab, config, env))
+                    after = _state_files(config)
+                    writes[case].append(sum(1 for k, v in after.items() if before.get(k) != v))
+                    messages[case] += auth.take() + res.take()
+                print(
+                    f"  {n}: run {rep + 1}: "
+                    + ", ".join(f"{c} {runs[c][-1].wall:.2f} s" for c in cases),
+                    file=sys.stderr,
+                    flush=True,
+                )
+            in_process = _in_process_queries(dane, names)
+            base_wall = median(r.wall for r in runs["without"])
+            base_cpu = median(r.cpu for r in runs["without"])
+            base_rss = median(r.max_rss_kib for r in runs["without"])
+            labels = {
+                "without": "without plugin",
+                "with": "installer = dane",
+                "stale": "installer = dane, last_check > 1 h",
+            }
+            for case in cases:
+                wall = median(r.wall for r in runs[case])
+                cpu = median(r.cpu for r in runs[case])
+                rss = median(r.max_rss_kib for r in runs[case])
+                plugin = case != "without"
+                rows.append(
+                    [
+                        n,
+                        labels[case],
+                        f"{wall:.2f}",
+                        f"{(wall / base_wall - 1) * 100:+.1f} %" if plugin else "",
+                        f"{cpu:.2f}",
+                        f"{(cpu / base_cpu - 1) * 100:+.1f} %" if plugin else "",
+                        f"{rss / 1024:.1f}",
+                        f"{(rss / base_rss - 1) * 100:+.1f} %" if plugin else "",
+                        f"{median(writes[case]):.0f} of {n}" if plugin else "",
+                        f"{messages[case] / (n * repeat):.2f}" if plugin else "",
+                        f"{in_process / n:.2f}" if case == "with" else "",
+                    ]
+                )
+    return rows
+
+
+def _renew(lab: Lab, config: Path, env: dict[str, str]) -> Measured:
+    done = run_measured(lab.certbot_cmd(config, "renew", "--no-random-sleep-on-renew"), env)
+    if done.returncode != 0:
+        raise SystemExit(f"certbot renew failed:\n{done.output[-3000:]}")
+    if "No renewals were attempted" not in done.output:
+        raise SystemExit(f"a lineage was due:\n{done.output[-3000:]}")
+    return done
+
+
+def _state_files(config: Path) -> dict[str, tuple[int, int]]:
+    """Inode and mtime of each state file: a save replaces the file."""
+    stats = {p.name: p.stat() for p in state.state_dir(config).glob("*.json")}
+    return {name: (st.st_ino, st.st_mtime_ns) for name, st in stats.items()}
+
+
+def _age_last_check(config: Path, names: list[str]) -> None:
+    """Make every lineage's last_check older than the engine's refresh interval."""
+    for name in names:
+        data = state.load(config, name)
+        assert data is not None
+        data.last_check = time.time() - 2 * LAST_CHECK_REFRESH
+        state.save(config, data)
+
+
+def _in_process_queries(config: Path, names: list[str]) -> int:
+    """DNS queries (observer) and store operations of one check of every lineage."""
+    observers = []
+    stores = []
+
+    def observer(settings: state.Settings):  # type: ignore[no-untyped-def]
+        obs = default_observer(settings)
+        observers.append(obs)
+        return obs
+
+    def store(settings: state.Settings):  # type: ignore[no-untyped-def]
+        opened = default_store(settings)
+        stores.append(opened)
+        return opened
+
+    engine = Engine(config, clock=time.time, store_factory=store, observer_factory=observer)
+    results = engine.check_many(names)
+    bad = {k: v for k, v in results.items() if isinstance(v, Exception) or v.error}
+    if bad:
+        raise SystemExit(f"in-process check failed: {bad}")
+    unsettled = [k for k, v in results.items() if not v.settled]  # type: ignore[union-attr]
+    if unsettled:
+        raise SystemExit(f"not settled: {unsettled[:5]}")
+    return sum(o.queries for o in observers) + len(stores)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
