@@ -187,7 +187,14 @@ class Engine:
             self._drive(ctx, result)
         except (*RETRYABLE, EngineError) as err:
             message = str(err) if not isinstance(err, OSError) else f"{err.strerror}: {err}"
-            self._fail(ctx, result, message)
+            if getattr(err, "soft", False):
+                # A soft error by the program's own word: retried next run,
+                # shown by status, but it does not fail this run.
+                ctx.advance(Failed(message))
+                ctx.data.note("retry", message, self.clock())
+                result.waiting = f"retrying after a soft error: {message}"
+            else:
+                self._fail(ctx, result, message)
         last = data.last_check
         now = self.clock()
         ctx.save(refresh=last is None or not 0 <= now - last < LAST_CHECK_REFRESH)
@@ -220,8 +227,11 @@ class Engine:
         name = ctx.data.lineage
         current = danedir.served_version(ctx.directory, name)
         s = ctx.data.rollover
-        if s.pending is not None and current == s.pending.number:
+        flipping = ctx.data.switching
+        if s.pending is not None and current == s.pending.number and flipping == current:
             ctx.advance(Switched(s.pending))
+            ctx.data.switching = None
+            ctx.save()
         elif s.served is None and current is not None:
             # The state was lost but the links serve a version: keep serving
             # it and roll over from there rather than jump to live/.
@@ -275,7 +285,7 @@ class Engine:
                     self._reload(ctx)
                     result.steps.append("reloaded")
                 case Retire(records):
-                    ctx.store.delete(records)
+                    self._retire(ctx, records)
                     ctx.advance(Retired(records))
                     ctx.data.note("retired", _list(records), self.clock())
                     result.steps.append(f"retired {len(records)} record(s)")
@@ -296,6 +306,15 @@ class Engine:
         ctx.advance(Published(records, prior))
         ctx.data.note("published", _list(records), self.clock())
 
+    def _retire(self, ctx: _Context, records: frozenset[tlsa.Record]) -> None:
+        store = ctx.store
+        if getattr(store, "wants_live", False):
+            # The exec contract tells the program which record must stay up.
+            served = ctx.data.rollover.served
+            store.delete(records, live=served.records if served else ())  # type: ignore[call-arg]
+        else:
+            store.delete(records)
+
     def _observe(self, ctx: _Context, records: frozenset[tlsa.Record]) -> Seen:
         seen = ctx.observer.observe(records)
         before = ctx.data.rollover.visible_since
@@ -309,7 +328,10 @@ class Engine:
 
     def _switch(self, ctx: _Context, version: Version) -> None:
         name = ctx.data.lineage
+        ctx.data.switching = version.number
+        ctx.save()
         danedir.switch(ctx.directory, name, version.number)
+        ctx.data.switching = None
         ctx.advance(Switched(version))
         ctx.data.note("switched", f"version {version.number}", self.clock())
         s = ctx.data.rollover
@@ -349,6 +371,7 @@ class _Mark:
         self.settings = replace(data.settings)
         self.events = len(data.timeline)
         self.last_event = data.timeline[-1] if data.timeline else None
+        self.switching = data.switching
 
     def matches(self, data: LineageFile) -> bool:
         last_event = data.timeline[-1] if data.timeline else None
@@ -358,6 +381,7 @@ class _Mark:
             and self.settings == data.settings
             and self.events == len(data.timeline)
             and self.last_event is last_event
+            and self.switching == data.switching
         )
 
 
@@ -385,6 +409,9 @@ class _Context:
     def store(self) -> RecordStore:
         if self._store is None:
             self._store = self.engine.store_factory(self.data.settings)
+            if hasattr(self._store, "letsencrypt_dir"):
+                # The exec contract's LETSENCRYPT_DIR is certbot's config dir.
+                self._store.letsencrypt_dir = str(self.engine.config_dir)
         return self._store
 
     @property

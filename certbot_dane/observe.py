@@ -8,6 +8,7 @@ the AD bit. Answers without AD never count.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,12 +87,18 @@ class Observer:
         self.nameservers = nameservers or None
         self.timeout = timeout
         self.queries = 0
+        self._count_lock = threading.Lock()
         self._authorities: dict[str, list[Address]] = {}
 
     # Plumbing -------------------------------------------------------------
 
+    def _count(self) -> None:
+        # observe() asks several servers from a thread pool.
+        with self._count_lock:
+            self.queries += 1
+
     def _ask(self, query: dns.message.Message, server: Address, what: str) -> dns.message.Message:
-        self.queries += 1
+        self._count()
         try:
             response, _ = dns.query.udp_with_fallback(
                 query, server[0], timeout=self.timeout, port=server[1]
@@ -117,13 +124,13 @@ class Observer:
             return self._authorities[zone]
         res = self._resolver()
         try:
-            self.queries += 1
+            self._count()
             ns_names = [rd.target for rd in res.resolve(zone, "NS")]
             addresses: list[Address] = []
             for ns in ns_names:
                 for rdtype in ("A", "AAAA"):
                     try:
-                        self.queries += 1
+                        self._count()
                         addresses += [(rd.address, 53) for rd in res.resolve(ns, rdtype)]
                     except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
                         pass
@@ -136,7 +143,7 @@ class Observer:
 
     def zone_of(self, owner: str) -> str:
         try:
-            self.queries += 1
+            self._count()
             return dns.resolver.zone_for_name(owner, resolver=self._resolver()).to_text()
         except dns.exception.DNSException as err:
             raise ObserveError(f"cannot find the zone of {owner}: {err}") from None

@@ -69,6 +69,9 @@ class LineageFile:
     rollover: State = field(default_factory=State)
     timeline: list[Event] = field(default_factory=list)
     last_check: float | None = None
+    #: the version the links are being flipped to, saved before the flip, so
+    #: links found on the pending version can be told from a hand-made change
+    switching: int | None = None
 
     def note(self, what: str, detail: str = "", now: float | None = None) -> None:
         self.timeline.append(Event(time.time() if now is None else now, what, detail))
@@ -131,6 +134,7 @@ def to_json(data: LineageFile) -> str:
         },
         "timeline": [asdict(e) for e in data.timeline],
         "last_check": data.last_check,
+        "switching": data.switching,
     }
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -158,6 +162,7 @@ def from_json(text: str) -> LineageFile:
         rollover=state,
         timeline=[Event(**e) for e in doc.get("timeline", [])],
         last_check=doc.get("last_check"),
+        switching=doc.get("switching"),
     )
 
 

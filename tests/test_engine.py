@@ -325,3 +325,43 @@ def test_links_changed_by_hand_stop_the_rollover(env: Env) -> None:
     assert result.error and "changed by hand" in result.error
     assert f"ln -sfn .versions/1 {current}" in result.error
     assert env.dns.records() == before, "nothing may change while the links are unexplained"
+
+
+def test_links_moved_to_the_pending_version_by_hand_are_not_a_switch(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    env.engine().check(NAME)  # version 2 pending, in its hold
+    current = Path(env.settings.directory) / NAME / "current"
+    current.unlink()
+    current.symlink_to(".versions/2")
+    result = env.engine().check(NAME)
+    assert result.error and "changed by hand" in result.error
+    data = state.load(env.config, NAME)
+    assert data is not None and data.rollover.served is not None
+    assert data.rollover.served.number == 1, "a hand-made flip must not skip the hold"
+
+
+def test_soft_store_error_is_retried_without_failing(env: Env) -> None:
+    from certbot_dane.dns.base import StoreError
+
+    class Soft(StoreError):
+        soft = True
+
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    real_add = FakeStore.add
+
+    def add_soft(self: FakeStore, records: object, ttl: int) -> None:
+        raise Soft("exec store: publish of 1 record exited 128 (soft error, retried next run)")
+
+    FakeStore.add = add_soft  # type: ignore[method-assign]
+    try:
+        result = env.engine().check(NAME)
+    finally:
+        FakeStore.add = real_add  # type: ignore[method-assign]
+    assert result.error is None
+    assert result.waiting and "soft error" in result.waiting
+    data = state.load(env.config, NAME)
+    assert data is not None and data.rollover.last_error and "128" in data.rollover.last_error
+    env.settle()
+    assert env.served() == 2

@@ -92,6 +92,8 @@ class ExecStore(RecordStore):
     """Runs an administrator's program per record (alnitak's exec contract)."""
 
     name = "exec"
+    #: the engine passes the served records to delete() as ``live``
+    wants_live = True
 
     def __init__(
         self,
