@@ -221,7 +221,10 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         if major_minor >= (2, 3):
             command = f"certbot reconfigure --cert-name {name} -i dane {args}"
         else:
-            command = f"certbot renew --cert-name {name} --force-renewal -i dane {args}"
+            command = (
+                f"certbot renew --cert-name {name} --force-renewal "
+                f"--no-random-sleep-on-renew -i dane {args}"
+            )
         display_util.notify(
             f"dane: 'certbot install' does not make renewals call this plugin for {name}. "
             f"Run once: {command.strip()}\n"

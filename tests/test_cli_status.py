@@ -22,7 +22,11 @@ def dep(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> CliDeployme
 
 def expiry(path: Path) -> float:
     cert = x509.load_pem_x509_certificate(path.read_bytes())
-    return cert.not_valid_after_utc.timestamp()
+    # not_valid_after_utc needs cryptography 42; Debian 12 has 38.
+    when = getattr(cert, "not_valid_after_utc", None)
+    if when is None:
+        when = cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
 
 
 def rows(dep: CliDeployment, *args: str) -> list[dict]:
