@@ -9,7 +9,9 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +23,7 @@ from tests.lab.service import DaneService
 pytestmark = pytest.mark.lab
 
 CHECK_INTERVAL = 1.0
+D = TypeVar("D", bound=Deployment)
 
 
 def wait_probe_ok(dep: Deployment, service: DaneService, limit: float = 30.0) -> None:
@@ -34,19 +37,25 @@ def wait_probe_ok(dep: Deployment, service: DaneService, limit: float = 30.0) ->
         time.sleep(0.3)
 
 
-@pytest.fixture
-def served(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deployment]:
-    """A lineage issued with ``-i dane``, served, and probed from then on."""
-    host = f"{request.node.name.replace('_', '-')[:40]}.dane.test".lower()
-    dep = Deployment(lab, tmp_path, host)
+@contextmanager
+def issued_served_probed(dep: D) -> Iterator[D]:
+    """Issue with ``-i dane``, serve the dane directory, probe it from then on."""
     dep.issue()
     assert dep.served() == 1
     with DaneService(dep.dane_dir()) as service:
         wait_probe_ok(dep, service)
-        prober = Prober(dep.host, service.port, lab.resolver, dep.owner, interval_ms=300)
+        prober = Prober(dep.host, service.port, dep.lab.resolver, dep.owner, interval_ms=300)
         dep.prober = prober  # type: ignore[attr-defined]
         with prober:
             yield dep
+
+
+@pytest.fixture
+def served(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    """A lineage issued with ``-i dane``, served, and probed from then on."""
+    host = f"{request.node.name.replace('_', '-')[:40]}.dane.test".lower()
+    with issued_served_probed(Deployment(lab, tmp_path, host)) as dep:
+        yield dep
 
 
 def assert_no_probe_failures(dep: Deployment) -> None:

@@ -14,9 +14,7 @@ import pytest
 
 from tests.deployment import Deployment
 from tests.lab.lab import Lab
-from tests.lab.probe import Prober
-from tests.lab.service import DaneService
-from tests.test_e2e import CHECK_INTERVAL, assert_no_probe_failures, wait_probe_ok
+from tests.test_e2e import CHECK_INTERVAL, assert_no_probe_failures, issued_served_probed
 from tests.test_store_exec import SCRIPT, nsupdate_config
 
 pytestmark = pytest.mark.lab
@@ -44,15 +42,9 @@ class ExecDeployment(Deployment):
 
 @pytest.fixture
 def served(lab: Lab, tmp_path: Path) -> Iterator[ExecDeployment]:
-    dep = ExecDeployment(lab, tmp_path, "exec-renewal.dane.test")
-    dep.issue()
-    assert dep.served() == 1
-    with DaneService(dep.dane_dir()) as service:
-        wait_probe_ok(dep, service)
-        prober = Prober(dep.host, service.port, lab.resolver, dep.owner, interval_ms=300)
-        dep.prober = prober  # type: ignore[attr-defined]
-        with prober:
-            yield dep
+    deployment = ExecDeployment(lab, tmp_path, "exec-renewal.dane.test")
+    with issued_served_probed(deployment) as dep:
+        yield dep
 
 
 def test_renewal_through_the_exec_store(served: ExecDeployment) -> None:
