@@ -66,21 +66,19 @@ def assert_no_probe_failures(dep: Deployment) -> None:
     assert failures == [], f"DANE probe failures: {failures[:5]}"
 
 
-def test_certbot_lists_the_plugin(lab: Lab, tmp_path: Path) -> None:
-    done = lab.run_certbot(tmp_path / "config", "plugins")
-    assert done.returncode == 0, done.stderr
-    assert "* dane" in done.stdout
+def roll_over_with_a_new_key(dep: Deployment) -> None:
+    """Renew with a new key and check until the switch; assert each visible step.
 
-
-def test_renewal_with_new_key_never_breaks_dane(served: Deployment) -> None:
-    dep = served
+    The new record is published next to the old one while the links stay;
+    after the switch the old record is gone and the links serve live/'s
+    certificate; the probe never failed.
+    """
     old = dep.authoritative_records()
     assert len(old) == 1
     dep.renew()
-    # renew_deploy published the new record next to the old one; links stay.
-    assert dep.served() == 1
+    assert dep.served() == 1, "the links stay until the new record is live"
     both = dep.authoritative_records()
-    assert old < both and len(both) == 2
+    assert old < both and len(both) == 2, "the new record is published next to the old"
     dep.check_until_switched(2, interval=CHECK_INTERVAL)
     assert dep.served() == 2
     new = dep.authoritative_records()
@@ -89,6 +87,17 @@ def test_renewal_with_new_key_never_breaks_dane(served: Deployment) -> None:
         dep.config / "live" / dep.host / "fullchain.pem"
     ).read_bytes()
     assert_no_probe_failures(dep)
+
+
+def test_certbot_lists_the_plugin(lab: Lab, tmp_path: Path) -> None:
+    done = lab.run_certbot(tmp_path / "config", "plugins")
+    assert done.returncode == 0, done.stderr
+    assert "* dane" in done.stdout
+
+
+def test_renewal_with_new_key_never_breaks_dane(served: Deployment) -> None:
+    dep = served
+    roll_over_with_a_new_key(dep)
     # The switch came at the first or second check after visibility + hold.
     data = dep.lineage_file
     visible = max(dep.events("visible"))

@@ -14,7 +14,7 @@ import pytest
 
 from tests.deployment import Deployment
 from tests.lab.lab import Lab
-from tests.test_e2e import CHECK_INTERVAL, assert_no_probe_failures, issued_served_probed
+from tests.test_e2e import issued_served_probed, roll_over_with_a_new_key
 from tests.test_store_exec import SCRIPT, nsupdate_config
 
 pytestmark = pytest.mark.lab
@@ -58,20 +58,7 @@ def test_renewal_through_the_exec_store(served: ExecDeployment) -> None:
     conf = (dep.config / "renewal" / f"{dep.host}.conf").read_text()
     assert "dane_dns = exec" in conf and "dane_exec = " in conf
 
-    old = dep.authoritative_records()
-    assert len(old) == 1
-    dep.renew()
-    both = dep.authoritative_records()
-    assert old < both and len(both) == 2, "the script published the new record next to the old"
-    assert dep.served() == 1
-    dep.check_until_switched(2, interval=CHECK_INTERVAL)
-    assert dep.served() == 2
-    new = dep.authoritative_records()
-    assert len(new) == 1 and not new & old, "the old record must be gone after the switch"
-    assert (dep.dane_dir() / "fullchain.pem").read_bytes() == (
-        dep.config / "live" / dep.host / "fullchain.pem"
-    ).read_bytes()
-    assert_no_probe_failures(dep)
+    roll_over_with_a_new_key(dep)
     data = dep.lineage_file
     assert data.rollover.owned == data.rollover.served.records  # type: ignore[union-attr]
     assert data.rollover.last_error is None
