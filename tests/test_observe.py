@@ -13,12 +13,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
 import pytest
 
 from certbot_dane.observe import (
+    Observation,
     ObserveError,
     Observer,
     parse_address,
@@ -391,3 +393,81 @@ def test_resolver_host_name_is_an_observe_error() -> None:
     observer = Observer(("resolver.invalid", 53), [("127.0.0.1", 9)], timeout=1)
     with pytest.raises(ObserveError):
         observer.validated("_25._tcp.mail.dane.test.")
+
+
+# The resolver's AD bit, with and without DO ---------------------------------------
+
+
+def _resolver_answering(
+    record: Record, ad_without_do: bool, asked: list[tuple[bool, bool]]
+) -> Callable[[dns.message.Message], dns.message.Message]:
+    """A stand-in resolver: the record, with AD when the query has DO (and, if
+    ``ad_without_do``, when it only has AD). Logs (DO, AD) of each query."""
+
+    def answer(query: dns.message.Message) -> dns.message.Message:
+        do = bool(query.ednsflags & dns.flags.DO)
+        ad = bool(query.flags & dns.flags.AD)
+        asked.append((do, ad))
+        response = dns.message.make_response(query)
+        response.answer.append(dns.rrset.from_text(record.owner, 30, "IN", "TLSA", text(record)))
+        if do or (ad and ad_without_do):
+            response.flags |= dns.flags.AD
+        return response
+
+    return answer
+
+
+def test_the_resolver_is_asked_with_ad_and_without_do_first(
+    fake: Callable[..., FakeAuthority],
+) -> None:
+    record = rec("_25._tcp.x.test.")
+    asked: list[tuple[bool, bool]] = []
+    resolver = fake(_resolver_answering(record, True, asked))
+    assert Observer(resolver.address, [resolver.address]).validated(record.owner) == (
+        {record},
+        True,
+    )
+    assert asked == [(False, True)]
+
+
+def test_a_resolver_that_sets_ad_only_for_do_is_asked_again_with_do(
+    fake: Callable[..., FakeAuthority],
+) -> None:
+    records = [rec(f"_25._tcp.h{i}.x.test.") for i in range(3)]
+    asked: list[tuple[bool, bool]] = []
+
+    def answer(query: dns.message.Message) -> dns.message.Message:
+        owner = query.question[0].name.to_text()
+        record = next(r for r in records if r.owner == owner)
+        return _resolver_answering(record, False, asked)(query)
+
+    resolver = fake(answer)
+    observer = Observer(resolver.address, [resolver.address])
+    assert [observer.validated(r.owner) for r in records] == [({r}, True) for r in records]
+    assert asked == [(False, True), (True, True)] * 3
+    # Batched: one burst without DO, then one with DO for the ones lacking AD.
+    asked.clear()
+    observer.queries = 0
+    results = observer.observe_many([[r] for r in records])
+    assert all(isinstance(o, Observation) and o.validated for o in results)
+    assert sorted(asked) == sorted([(True, False)] * 3 + [(False, True)] * 3 + [(True, True)] * 3)
+    assert observer.queries == 9  # 3 authoritative (DO, no AD), 3 + 3 resolver
+
+
+def test_a_resolver_without_ad_at_all_does_not_validate(
+    fake: Callable[..., FakeAuthority],
+) -> None:
+    record = rec("_25._tcp.x.test.")
+    asked: list[tuple[bool, bool]] = []
+
+    def never(query: dns.message.Message) -> dns.message.Message:
+        response = _resolver_answering(record, False, asked)(query)
+        response.flags &= ~dns.flags.AD
+        return response
+
+    resolver = fake(never)
+    assert Observer(resolver.address, [resolver.address]).validated(record.owner) == (
+        {record},
+        False,
+    )
+    assert asked == [(False, True), (True, True)]
