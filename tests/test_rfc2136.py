@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from certbot_dane import dnsio
 from certbot_dane.dns import StoreConfigError, StoreError, open_store
 from certbot_dane.dns.rfc2136 import Rfc2136Store
 from certbot_dane.state import Settings
@@ -197,7 +198,7 @@ def test_zone_of_is_cached(store: Rfc2136Store, monkeypatch: pytest.MonkeyPatch)
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("asked the server again")
 
-    monkeypatch.setattr(dns.query, "udp_with_fallback", fail)
+    monkeypatch.setattr(dnsio, "exchange", fail)
     assert store.zone_of(owner) == dns.name.from_text("dane.test.")
 
 
@@ -335,18 +336,17 @@ def test_full_data_records_need_tcp(
     store.add(records, ttl=60)
     lab.wait_signed(owner, "TLSA", expect=[canonical(r) for r in records])
 
-    transports: list[bool] = []
-    original = dns.query.udp_with_fallback
+    over_tcp: list[str] = []
+    original = dns.query.tcp
 
-    def spy(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        response, used_tcp = original(*args, **kwargs)  # type: ignore[arg-type]
-        transports.append(used_tcp)
-        return response, used_tcp
+    def spy(query: dns.message.Message, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        over_tcp.append(query.question[0].name.to_text())
+        return original(query, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dns.query, "udp_with_fallback", spy)
+    monkeypatch.setattr(dns.query, "tcp", spy)
     view = store.list(owner)
     assert view.records == set(records)
-    assert transports == [True]
+    assert over_tcp == [owner]  # truncated over UDP, asked again over TCP
     monkeypatch.undo()
 
     store.delete([full_cert])

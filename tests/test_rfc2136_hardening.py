@@ -231,18 +231,17 @@ def test_big_rrset_is_listed_over_tcp(lab: Lab, monkeypatch: pytest.MonkeyPatch)
     store.add(records, 60)
     assert bind_records(lab.bind_port, owner) == records
 
-    used_tcp: list[bool] = []
-    original = dns.query.udp_with_fallback
+    over_tcp: list[str] = []
+    original = dns.query.tcp
 
-    def spy(*args: object, **kwargs: object) -> tuple[dns.message.Message, bool]:
-        response, tcp = original(*args, **kwargs)  # type: ignore[arg-type]
-        used_tcp.append(tcp)
-        return response, tcp
+    def spy(query: dns.message.Message, *args: object, **kwargs: object) -> dns.message.Message:
+        over_tcp.append(query.question[0].name.to_text())
+        return original(query, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dns.query, "udp_with_fallback", spy)
+    monkeypatch.setattr(dns.query, "tcp", spy)
     view = store.list(owner)
     assert view.records == records and view.ttl == 60
-    assert used_tcp == [True]
+    assert over_tcp == [owner]  # truncated over UDP, asked again over TCP
     monkeypatch.undo()
     store.delete(records)
     assert bind_records(lab.bind_port, owner) == set()

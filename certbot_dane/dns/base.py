@@ -4,18 +4,25 @@ A store manages individual records at one owner name. It never replaces a
 whole RRset, so records published by other hosts at the same name survive.
 Stores report every failure as :class:`StoreError`, whose message names the
 store and the operation and never contains a secret.
+
+A check of many lineages hands a store all their work at once through the
+``*_many`` methods. By default they do one item after another; a store whose
+protocol can do better (one RFC 2136 update per zone, all queries at once)
+overrides them. Each item gets its own result, so one bad item fails alone.
 """
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..tlsa import Record
 
 if TYPE_CHECKING:
     from ..state import Settings
+
+_T = TypeVar("_T")
 
 
 class StoreError(Exception):
@@ -62,3 +69,22 @@ class RecordStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, records: Iterable[Record]) -> None:
         """Delete exactly these records; deleting an absent record is a no-op."""
+
+    def list_many(self, owners: Sequence[str]) -> list[RRsetView | StoreError]:
+        """:meth:`list` for each owner."""
+        return [_attempt(self.list, owner) for owner in owners]
+
+    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> list[StoreError | None]:
+        """:meth:`add` for each (records, ttl) item; None where it succeeded."""
+        return [_attempt(self.add, records, ttl) for records, ttl in items]
+
+    def delete_many(self, items: Sequence[Iterable[Record]]) -> list[StoreError | None]:
+        """:meth:`delete` for each item of records; None where it succeeded."""
+        return [_attempt(self.delete, records) for records in items]
+
+
+def _attempt(operation: Callable[..., _T], *args: object) -> _T | StoreError:
+    try:
+        return operation(*args)
+    except StoreError as err:
+        return err

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import dns.exception
 import dns.flags
@@ -41,6 +42,7 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
+from .. import dnsio
 from ..tlsa import Record
 from .base import RecordStore, RRsetView, StoreConfigError, StoreError, by_owner
 
@@ -137,28 +139,54 @@ class Rfc2136Store(RecordStore):
 
     def zone_of(self, owner: str) -> dns.name.Name:
         """The zone apex for ``owner``, as the primary server reports it."""
-        if owner in self._zones:
-            return self._zones[owner]
-        name = dns.name.from_text(owner)
-        query = dns.message.make_query(name, dns.rdatatype.SOA)
-        query.flags &= ~dns.flags.RD
-        response = self._query(query, f"find the zone of {owner}")
+        return _raise(self.zones_of([owner])[owner])
+
+    def zones_of(self, owners: Iterable[str]) -> dict[str, dns.name.Name | StoreError]:
+        """:meth:`zone_of` for each owner, the unknown ones asked at once."""
+        unknown = sorted({o for o in owners if o not in self._zones})
+        questions = []
+        for owner in unknown:
+            query = dns.message.make_query(owner, dns.rdatatype.SOA)
+            query.flags &= ~dns.flags.RD
+            questions.append(query)
+        found: dict[str, dns.name.Name | StoreError] = {}
+        answers = self._ask(questions, [f"find the zone of {o}" for o in unknown])
+        for owner, response in zip(unknown, answers, strict=True):
+            found[owner] = response if isinstance(response, StoreError) else self._apex(
+                owner, response
+            )
+        zones = {o: self._zones[o] for o in owners if o in self._zones}
+        return {**zones, **found}
+
+    def _apex(self, owner: str, response: dns.message.Message) -> dns.name.Name | StoreError:
         for section in (response.answer, response.authority):
             for rrset in section:
                 if rrset.rdtype == dns.rdatatype.SOA:
                     self._zones[owner] = rrset.name
                     return rrset.name
-        raise StoreError(
+        return StoreError(
             f"rfc2136 store: {self.server}:{self.port} is not authoritative for {owner} "
             f"(no SOA in its answer, rcode {dns.rcode.to_text(response.rcode())})"
         )
 
     def list(self, owner: str) -> RRsetView:
-        query = dns.message.make_query(owner, dns.rdatatype.TLSA)
-        query.flags &= ~dns.flags.RD
-        response = self._query(query, f"list TLSA at {owner}")
+        return _raise(self.list_many([owner])[0])
+
+    def list_many(self, owners: Sequence[str]) -> list[RRsetView | StoreError]:
+        questions = []
+        for owner in owners:
+            query = dns.message.make_query(owner, dns.rdatatype.TLSA)
+            query.flags &= ~dns.flags.RD
+            questions.append(query)
+        answers = self._ask(questions, [f"list TLSA at {o}" for o in owners])
+        return [
+            a if isinstance(a, StoreError) else self._view(o, a)
+            for o, a in zip(owners, answers, strict=True)
+        ]
+
+    def _view(self, owner: str, response: dns.message.Message) -> RRsetView | StoreError:
         if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            raise StoreError(
+            return StoreError(
                 f"rfc2136 store: listing TLSA at {owner} failed: "
                 f"{dns.rcode.to_text(response.rcode())}"
             )
@@ -169,58 +197,119 @@ class Rfc2136Store(RecordStore):
                 return RRsetView(records, rrset.ttl)
         return RRsetView(frozenset(), None)
 
-    def _query(self, query: dns.message.Message, what: str) -> dns.message.Message:
+    def _ask(
+        self, queries: list[dns.message.Message], whats: list[str]
+    ) -> list[dns.message.Message | StoreError]:
+        """Send all queries at once; a StoreError in place of each failed one."""
+        if not queries:
+            return []
         if self.sign_query:
-            query.use_tsig(self._keyring, self._key_name, algorithm=self._algorithm)
-        try:
-            response, _ = dns.query.udp_with_fallback(
-                query, self.server, timeout=self.timeout, port=self.port
+            for query in queries:
+                query.use_tsig(self._keyring, self._key_name, algorithm=self._algorithm)
+        address = (self.server, self.port)
+        answers = dnsio.exchange([(q, address) for q in queries], self.timeout)
+        return [
+            StoreError(
+                f"rfc2136 store: cannot {what} at {self.server}:{self.port}: {_reason(answer)}"
             )
-            return response
-        except (dns.exception.DNSException, OSError) as err:
-            raise StoreError(
-                f"rfc2136 store: cannot {what} at {self.server}:{self.port}: {_reason(err)}"
-            ) from None
+            if isinstance(answer, Exception)
+            else answer
+            for what, answer in zip(whats, answers, strict=True)
+        ]
 
     # Updates --------------------------------------------------------------
 
     def add(self, records: Iterable[Record], ttl: int) -> None:
-        for owner, group in by_owner(records).items():
-            update = self._update(owner)
-            for record in group:
-                update.add(dns.name.from_text(owner), ttl, record.rdata())
-            self._send(update, f"add {len(group)} TLSA record(s) at {owner}")
-            self._settle(owner, lambda view, g=group: set(g) <= view.records)
+        _raise_first(self.add_many([(records, ttl)]))
 
     def delete(self, records: Iterable[Record]) -> None:
-        for owner, group in by_owner(records).items():
-            update = self._update(owner)
-            for record in group:
-                update.delete(dns.name.from_text(owner), record.rdata())
-            self._send(update, f"delete {len(group)} TLSA record(s) at {owner}")
-            self._settle(owner, lambda view, g=group: not set(g) & view.records)
+        _raise_first(self.delete_many([records]))
 
-    def _settle(self, owner: str, done: Callable[[RRsetView], bool]) -> None:
-        """Wait (bounded) until the primary serves the change.
+    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> list[StoreError | None]:
+        changes = [[_Change(r, ttl) for r in records] for records, ttl in items]
+        return self._apply(changes, "add", lambda view, rs: set(rs) <= view.records)
+
+    def delete_many(self, items: Sequence[Iterable[Record]]) -> list[StoreError | None]:
+        changes = [[_Change(r, None) for r in records] for records in items]
+        return self._apply(changes, "delete", lambda view, rs: not set(rs) & view.records)
+
+    def _apply(
+        self,
+        items: list[list[_Change]],
+        verb: str,
+        done: Callable[[RRsetView, list[Record]], bool],
+    ) -> list[StoreError | None]:
+        """Send every item's changes, one update per zone (and size), then settle.
+
+        One update for many owners is still atomic at the primary, and an
+        inline-signing primary signs it in one pass instead of once per owner.
+        """
+        zones = self.zones_of({c.record.owner for item in items for c in item})
+        failed: dict[str, StoreError] = {
+            owner: zone for owner, zone in zones.items() if isinstance(zone, StoreError)
+        }
+        by_zone: dict[dns.name.Name, list[_Change]] = {}
+        for change in sorted({c for item in items for c in item}):
+            zone = zones[change.record.owner]
+            if isinstance(zone, dns.name.Name):
+                by_zone.setdefault(zone, []).append(change)
+        for zone, changes in by_zone.items():
+            for chunk in _chunks(changes):
+                error = self._send_changes(zone, chunk, verb)
+                if error is not None:
+                    failed.update((c.record.owner, error) for c in chunk)
+                    continue
+                # Settled before the next update: an inline-signing BIND can
+                # lose a large update that arrives while it applies the last.
+                self._settle(sorted({c.record for c in chunk}), done)
+        return [
+            next((failed[c.record.owner] for c in item if c.record.owner in failed), None)
+            for item in items
+        ]
+
+    def _send_changes(
+        self, zone: dns.name.Name, changes: list[_Change], verb: str
+    ) -> StoreError | None:
+        update = dns.update.UpdateMessage(
+            zone, keyring=self._keyring, keyname=self._key_name, keyalgorithm=self._algorithm
+        )
+        for change in changes:
+            name = dns.name.from_text(change.record.owner)
+            if change.ttl is None:
+                update.delete(name, change.record.rdata())
+            else:
+                update.add(name, change.ttl, change.record.rdata())
+        owners = sorted({c.record.owner for c in changes})
+        where = owners[0] if len(owners) == 1 else f"{len(owners)} names in {zone}"
+        try:
+            self._send(update, f"{verb} {len(changes)} TLSA record(s) at {where}")
+        except StoreError as err:
+            return err
+        return None
+
+    def _settle(
+        self, records: list[Record], done: Callable[[RRsetView, list[Record]], bool]
+    ) -> None:
+        """Wait (bounded) until the primary serves the changes.
 
         A server that signs inline applies an update to the signed zone a
         moment after it answered NOERROR; callers expect to list what they
         just wrote. Not settling in time is no error: visibility is decided
         by the observer, never by the store.
         """
+        waiting = by_owner(records)
         deadline = time.monotonic() + self.timeout
         delay = 0.01
-        while not done(self.list(owner)) and time.monotonic() < deadline:
+        while waiting:
+            owners = sorted(waiting)
+            views = self.list_many(owners)
+            for owner, view in zip(owners, views, strict=True):
+                if isinstance(view, RRsetView) and done(view, waiting[owner]):
+                    del waiting[owner]
+            if not waiting or time.monotonic() >= deadline:
+                return
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
-
-    def _update(self, owner: str) -> dns.update.UpdateMessage:
-        return dns.update.UpdateMessage(
-            self.zone_of(owner),
-            keyring=self._keyring,
-            keyname=self._key_name,
-            keyalgorithm=self._algorithm,
-        )
 
     def _send(self, update: dns.update.UpdateMessage, what: str) -> None:
         try:
@@ -235,6 +324,49 @@ class Rfc2136Store(RecordStore):
                 f"rfc2136 store: {self.server}:{self.port} refused to {what}: "
                 f"{dns.rcode.to_text(rcode)} (check the TSIG key and the server's update-policy)"
             )
+
+
+@dataclass(frozen=True, order=True)
+class _Change:
+    """One record to add (with its TTL) or, with ``ttl`` None, to delete."""
+
+    record: Record
+    ttl: int | None
+
+
+#: Bytes of changes per update message: well inside the 64 KiB a DNS message
+#: over TCP can carry, TSIG and the zone section included.
+UPDATE_BYTES = 32768
+
+
+def _chunks(changes: list[_Change]) -> Iterator[list[_Change]]:
+    chunk: list[_Change] = []
+    size = 0
+    for change in changes:
+        # Owner (uncompressed), type, class, TTL, length, then the rdata.
+        cost = len(change.record.owner) + 12 + len(change.record.rdata().to_digestable())
+        if chunk and size + cost > UPDATE_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(change)
+        size += cost
+    if chunk:
+        yield chunk
+
+
+_T = TypeVar("_T")
+
+
+def _raise(value: _T | StoreError) -> _T:
+    if isinstance(value, StoreError):
+        raise value
+    return value
+
+
+def _raise_first(errors: list[StoreError | None]) -> None:
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def read_credentials(path: str) -> dict[str, str]:
