@@ -21,8 +21,10 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from . import durable
 from .state import fsync_dir
 
 KINDS = ("cert", "chain", "fullchain", "privkey")
@@ -57,38 +59,99 @@ def stage(directory: str | Path, lineage: str, number: int, sources: dict[str, P
     The copy is built in a temporary directory and renamed into place, so a
     version directory either exists complete or not at all.
     """
+    final = lineage_dir(directory, lineage) / VERSIONS / str(number)
+    tmp = _build(directory, lineage, number, sources, sync=True)
+    if tmp is None:
+        return final
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(final.parent)
+    return final
+
+
+def _build(
+    directory: str | Path, lineage: str, number: int, sources: dict[str, Path], sync: bool
+) -> Path | None:
+    """The version's copy in a temporary directory (None: already staged)."""
     missing = [k for k in KINDS if k not in sources or not Path(sources[k]).is_file()]
     if missing:
         raise DaneDirError(
             f"lineage {lineage}: version {number} lacks {', '.join(missing)} in the archive"
         )
     versions = ensure(directory, lineage) / VERSIONS
-    final = versions / str(number)
-    if final.is_dir():
-        return final
+    if (versions / str(number)).is_dir():
+        return None
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{number}-", dir=versions))
     try:
         for kind in KINDS:
-            _write(tmp / f"{kind}.pem", Path(sources[kind]).read_bytes())
+            _write(tmp / f"{kind}.pem", Path(sources[kind]).read_bytes(), sync)
         key, chain = (Path(sources[k]).read_bytes() for k in ("privkey", "fullchain"))
-        _write(tmp / f"{COMBINED}.pem", key.rstrip(b"\n") + b"\n" + chain)
-        fsync_dir(tmp)
-        os.rename(tmp, final)
+        _write(tmp / f"{COMBINED}.pem", key.rstrip(b"\n") + b"\n" + chain, sync)
+        if sync:
+            fsync_dir(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fsync_dir(versions)
-    return final
+    return tmp
 
 
-def _write(target: Path, data: bytes) -> None:
+Staging = tuple[str | Path, str, int, dict[str, Path]]
+
+
+def stage_many(items: list[Staging]) -> list[Exception | None]:
+    """:func:`stage` for many (directory, lineage, number, sources) at once.
+
+    Every copy is written first, then all are made durable together, then
+    each is renamed into place: the same order as :func:`stage`, with one
+    flush for all instead of seven fsyncs per version. The result holds the
+    error of each item that failed (None where it was staged).
+    """
+    if len(items) <= 1:
+        return [_attempt(stage, *item) for item in items]
+    results: list[Exception | None] = [None] * len(items)
+    built: list[tuple[int, Path, Path]] = []
+    try:
+        for index, (directory, lineage, number, sources) in enumerate(items):
+            try:
+                tmp = _build(directory, lineage, number, sources, sync=False)
+            except (DaneDirError, OSError) as err:
+                results[index] = err
+                continue
+            if tmp is not None:
+                built.append((index, tmp, tmp.parent / str(number)))
+        durable.flush([f for _, tmp, _ in built for f in tmp.iterdir()] + [t for _, t, _ in built])
+        for index, tmp, final in built:
+            try:
+                os.rename(tmp, final)
+            except OSError as err:
+                results[index] = err
+        durable.flush({final.parent for _, _, final in built})
+    finally:
+        for _, tmp, _ in built:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def _attempt(function: Callable[..., object], *args: object) -> Exception | None:
+    try:
+        function(*args)
+    except (DaneDirError, OSError) as err:
+        return err
+    return None
+
+
+def _write(target: Path, data: bytes, sync: bool = True) -> None:
     secret = target.name in ("privkey.pem", f"{COMBINED}.pem")
     mode = 0o600 if secret else 0o644
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            os.fsync(handle.fileno())
 
 
 def staged_files(directory: str | Path, lineage: str, number: int) -> dict[str, Path]:
@@ -115,8 +178,12 @@ def served_version(directory: str | Path, lineage: str) -> int | None:
     return int(name)
 
 
-def switch(directory: str | Path, lineage: str, number: int) -> None:
-    """Point the lineage's links at a staged version, atomically."""
+def switch(directory: str | Path, lineage: str, number: int, sync: bool = True) -> Path:
+    """Point the lineage's links at a staged version, atomically.
+
+    Returns the lineage's directory; with ``sync`` False the caller makes its
+    entries durable (see :func:`durable.flush`).
+    """
     path = lineage_dir(directory, lineage)
     if not staged(directory, lineage, number):
         raise DaneDirError(f"lineage {lineage}: version {number} is not staged in {path}")
@@ -127,7 +194,9 @@ def switch(directory: str | Path, lineage: str, number: int) -> None:
     os.replace(tmp, path / CURRENT)
     for kind in LINKS:
         _ensure_link(path / f"{kind}.pem", f"{CURRENT}/{kind}.pem")
-    fsync_dir(path)
+    if sync:
+        fsync_dir(path)
+    return path
 
 
 def _ensure_link(link: Path, target: str) -> None:

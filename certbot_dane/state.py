@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import durable
 from .rollover import State, Version
 from .tlsa import Record
 
@@ -193,6 +194,37 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def save_many(config_dir: str | Path, datas: list[LineageFile]) -> None:
+    """:func:`save` for many lineages: written, then made durable together.
+
+    Each file is still replaced by a rename of a complete temporary file, and
+    the renames happen only once every temporary file is durable.
+    """
+    if len(datas) < durable.BATCH_MIN:
+        for data in datas:
+            atomic_write(state_path(config_dir, data.lineage), to_json(data).encode("utf-8"))
+        return
+    directory = state_dir(config_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for data in datas:
+            fd, tmp = tempfile.mkstemp(prefix=f".{data.lineage}.json.", dir=directory)
+            temps.append((Path(tmp), state_path(config_dir, data.lineage)))
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                handle.write(to_json(data).encode("utf-8"))
+        durable.flush(tmp for tmp, _ in temps)
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    durable.flush([directory])
 
 
 def load(config_dir: str | Path, lineage: str) -> LineageFile | None:
