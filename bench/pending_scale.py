@@ -18,9 +18,9 @@ The three checks of a rollover are timed, for one lineage alone and for N
 3. the check after the hold: observe, switch the links, delete the old
    record (RFC 2136 again).
 
-Sets are fresh clones every time, checked in-process (``Engine.check_many``
-with each worker count of ``--workers``) and through the command
-(``certbot-dane check``: a new process, which also calls ``check_many``).
+Sets are fresh clones every time, checked in-process (``Engine.check_many``)
+and through the command (``certbot-dane check``: a new process, which also
+calls ``check_many``).
 Records have a 30 s TTL and a 1 s hold margin, so the second check falls in
 the hold. The plugin's DNS goes through counting forwarders (a child
 process) in front of BIND and Unbound; ``--rtt-ms`` makes them hold every
@@ -28,7 +28,7 @@ answer that long, to stand in for a network between the host and its DNS
 servers (on loopback an answer takes well under a millisecond).
 
 Usage: .venv/bin/python bench/pending_scale.py [--lineages 200] [--repeat 3]
-       [--rtt-ms 0,50] [--workers 16,64]
+       [--rtt-ms 0,50]
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ from benchlib import (
 )
 
 from certbot_dane import danedir, state
-from certbot_dane.engine import CHECK_WORKERS, Engine, Result
+from certbot_dane.engine import Engine, Result
 from certbot_dane.state import Settings
 from tests.deployment import Deployment
 from tests.lab import pki
@@ -70,17 +70,10 @@ def main() -> int:
     parser.add_argument("--lineages", type=int, default=200, help="lineages at once (200)")
     parser.add_argument("--repeat", type=int, default=3, help="fresh sets per case (3)")
     parser.add_argument("--rtt-ms", default="0,50", help="added DNS round trips, ms (0,50)")
-    default_workers = ",".join(str(w) for w in sorted({CHECK_WORKERS, 64}))
-    parser.add_argument(
-        "--workers",
-        default=default_workers,
-        help="check_many workers tried in-process (default: the engine's "
-        f"{CHECK_WORKERS}, and 64: {default_workers})",
-    )
     parser.add_argument("--keep", help="run directory to keep (default: a temporary one)")
     args = parser.parse_args()
     rtts = [int(r) for r in args.rtt_ms.split(",")]
-    vias = [f"engine:{int(w)}" for w in args.workers.split(",")] + ["cli"]
+    vias = ["engine", "cli"]
     root, tmp = scratch_dir("certbot-dane-bench-scale-", args.keep)
     loads = [load_average()]
     try:
@@ -92,8 +85,7 @@ def main() -> int:
             tmp.cleanup()
     print(
         f"{args.lineages} pending lineages checked at once vs one: median of {args.repeat} "
-        f"fresh sets each; certbot-dane check uses the engine's {CHECK_WORKERS} workers; "
-        f"load average {loads[0]} before, {loads[1]} after"
+        f"fresh sets each; load average {loads[0]} before, {loads[1]} after"
     )
     print(
         table(
@@ -206,9 +198,7 @@ def run(
 
 
 def _label(via: str) -> str:
-    if via == "cli":
-        return f"certbot-dane check ({CHECK_WORKERS} workers)"
-    return f"Engine.check_many, {via.split(':')[1]} workers"
+    return "certbot-dane check" if via == "cli" else "Engine.check_many"
 
 
 def _settings(config: Path, name: str, *, auth: str, resolver: str, ini: Path) -> Settings:
@@ -251,8 +241,7 @@ def _check(lineages: Set, via: str) -> None:
         if done.returncode != 0:
             print(done.output[-2000:], file=sys.stderr)
         return
-    workers = int(via.split(":")[1])
-    results = Engine(lineages.config).check_many(lineages.names, workers=workers)
+    results = Engine(lineages.config).check_many(lineages.names)
     for name, result in results.items():
         if not isinstance(result, Result) or result.error:
             print(f"  {name}: {result}", file=sys.stderr)

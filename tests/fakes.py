@@ -5,11 +5,14 @@ against BIND 9 and Unbound in the lab tests.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from certbot_dane.dns.base import RecordStore, RRsetView, StoreError
 from certbot_dane.observe import Observation, ObserveError
 from certbot_dane.tlsa import Record
+
+_T = TypeVar("_T")
 
 
 class Crash(BaseException):
@@ -97,3 +100,18 @@ class FakeObserver:
         present = wanted <= self.dns.records()
         ttl = max((self.dns.ttls.get(r.owner, 0) for r in wanted), default=0)
         return Observation(present, present and self.dns.validating, ttl)
+
+    # The engine asks for many lineages at once; the fake answers one by one.
+
+    def prior_ttl_many(self, groups: Sequence[Iterable[str]]) -> list[int | ObserveError]:
+        return [_attempt(self.prior_ttl, group) for group in groups]
+
+    def observe_many(self, groups: Sequence[Iterable[Record]]) -> list[Observation | ObserveError]:
+        return [_attempt(self.observe, group) for group in groups]
+
+
+def _attempt(operation: Callable[[Any], _T], argument: object) -> _T | ObserveError:
+    try:
+        return operation(argument)
+    except ObserveError as err:
+        return err

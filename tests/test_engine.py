@@ -279,9 +279,9 @@ def _instrument(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
         tick("save")
         real_save(config_dir, data)  # type: ignore[arg-type]
 
-    def switch(directory: object, lineage: str, number: int) -> None:
+    def switch(directory: object, lineage: str, number: int, **kwargs: object) -> Path:
         tick("switch")
-        real_switch(directory, lineage, number)  # type: ignore[arg-type]
+        return real_switch(directory, lineage, number, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(state, "save", save)
     monkeypatch.setattr(danedir, "switch", switch)
