@@ -139,12 +139,16 @@ def _receive(
 
 
 def _same_address(source: tuple, host: str, port: int) -> bool:
+    return source[1] == port and _packed(source[0]) == _packed(host)
+
+
+def _packed(address: str) -> bytes | None:
+    """The address as bytes, so that ``::1`` and ``0::1`` compare equal."""
+    address = address.split("%", 1)[0]  # an IPv6 scope (fe80::1%eth0)
     try:
-        return dns.inet.inet_pton(
-            dns.inet.af_for_address(source[0]), source[0]
-        ) == dns.inet.inet_pton(dns.inet.af_for_address(host), host) and source[1] == port
+        return dns.inet.inet_pton(dns.inet.af_for_address(address), address)
     except (ValueError, OSError):
-        return False
+        return None
 
 
 def _close(selector: selectors.BaseSelector, sock: socket.socket) -> None:

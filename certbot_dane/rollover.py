@@ -2,9 +2,10 @@
 
 Nothing here touches DNS, files or the clock. The shells (installer, CLI)
 ask :func:`decide` for the next action, perform it, report the outcome to
-:func:`advance`, persist the new state and ask again, until the answer is
-:class:`Wait` or :class:`Idle`. Each action is idempotent and the state is
-persisted after every step, so a crash between any two steps is repaired by
+:func:`advance` and ask again, until the answer is :class:`Wait` or
+:class:`Idle`. Each action is idempotent, and the shells persist the state
+before every action whose effect the state must know of (a record is claimed
+before it is added), so a crash between any two steps is repaired by
 running the loop again.
 
 The promise every rule serves: the served certificate always matches at
