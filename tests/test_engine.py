@@ -13,6 +13,7 @@ from certbot_dane.state import Settings
 from certbot_dane.tlsa import Record
 from tests.certs import FakeLineage
 from tests.fakes import Crash, FakeDNS, FakeObserver, FakeStore
+from tests.farm import count_steps
 
 NAME = "mail.example.com"
 OWNER = "_25._tcp.mail.example.com."
@@ -265,26 +266,7 @@ def _count_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
 
 def _instrument(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make state saves and link flips count as steps that may crash."""
-    env.dns.steps = 0  # type: ignore[attr-defined]
-    real_tick = env.dns.tick
-
-    def tick(what: str) -> None:
-        env.dns.steps += 1  # type: ignore[attr-defined]
-        real_tick(what)
-
-    env.dns.tick = tick  # type: ignore[method-assign]
-    real_save, real_switch = state.save, danedir.switch
-
-    def save(config_dir: object, data: state.LineageFile) -> None:
-        tick("save")
-        real_save(config_dir, data)  # type: ignore[arg-type]
-
-    def switch(directory: object, lineage: str, number: int, **kwargs: object) -> Path:
-        tick("switch")
-        return real_switch(directory, lineage, number, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(state, "save", save)
-    monkeypatch.setattr(danedir, "switch", switch)
+    count_steps(env.dns, monkeypatch, [(state, "save"), (danedir, "switch")])
 
 
 def test_crash_between_every_two_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,72 +13,10 @@ import pytest
 
 from certbot_dane import state
 from certbot_dane.dns import StoreError
-from certbot_dane.engine import LAST_CHECK_REFRESH, Engine, EngineError, Result
-from certbot_dane.state import Settings
+from certbot_dane.engine import LAST_CHECK_REFRESH, EngineError, Result
 from certbot_dane.tlsa import Record
-from tests.certs import FakeLineage
-from tests.fakes import FakeDNS, FakeObserver, FakeStore
-
-COUNT = 8
-
-
-class Farm:
-    """Several lineages under one config dir, on one in-memory DNS."""
-
-    def __init__(self, root: Path, count: int = COUNT) -> None:
-        self.config = root / "le"
-        self.dns = FakeDNS()
-        self.now = 1_000_000.0
-        self.names = [f"l{i}.example.com" for i in range(count)]
-        self.lineages = {n: FakeLineage(self.config, n, [n]) for n in self.names}
-        for lineage in self.lineages.values():
-            lineage.renew()
-        self.observers: list[FakeObserver] = []
-        self.stores: list[FakeStore] = []
-        self.observer_class: type[FakeObserver] = FakeObserver
-        self._lock = threading.Lock()
-
-    def settings(self) -> Settings:
-        return Settings(
-            targets="311:25",
-            directory=str(self.config / "dane"),
-            store="fake",
-            hold_margin=10,
-            record_ttl=60,
-        )
-
-    def engine(self) -> Engine:
-        def observer(_settings: Settings) -> FakeObserver:
-            obs = self.observer_class(self.dns)
-            with self._lock:
-                self.observers.append(obs)
-            return obs
-
-        def store(_settings: Settings) -> FakeStore:
-            opened = FakeStore(self.dns)
-            with self._lock:
-                self.stores.append(opened)
-            return opened
-
-        return Engine(
-            self.config,
-            clock=lambda: self.now,
-            store_factory=store,
-            observer_factory=observer,  # type: ignore[arg-type]
-            lock_timeout=5,
-        )
-
-    def install_all(self) -> None:
-        engine = self.engine()
-        for name in self.names:
-            assert engine.install(name, self.settings()).settled
-
-    def queries(self) -> int:
-        return sum(o.queries for o in self.observers)
-
-    def reset(self) -> None:
-        self.observers.clear()
-        self.stores.clear()
+from tests.fakes import FakeObserver, FakeStore
+from tests.farm import Farm
 
 
 @pytest.fixture
@@ -242,7 +180,7 @@ def counted(farm: Farm, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]
     monkeypatch.setattr(CountingObserver, "calls", calls)
     monkeypatch.setattr(CountingStore, "calls", calls)
     farm.observer_class = CountingObserver
-    monkeypatch.setattr("tests.test_engine_perf_counts.FakeStore", CountingStore)
+    farm.store_class = CountingStore
     return calls
 
 
