@@ -29,7 +29,7 @@ import dns.rdtypes.ANY.TLSA
 import pytest
 
 from certbot_dane import settings as settings_mod
-from certbot_dane.dns import open_store
+from certbot_dane.dns import open_store, route53
 from certbot_dane.dns.base import RecordStore, StoreError
 from certbot_dane.dns.route53 import Route53Store
 from certbot_dane.tlsa import Record
@@ -355,12 +355,68 @@ def test_no_change_call_when_nothing_changes(harness: Route53Harness) -> None:
     store.delete({record(name, "ff")})
     store.delete({record(owner(harness), "ff")})
     assert strict.calls["change_resource_record_sets"] == 1
-    # one change per owner name
+    # one change batch for both owner names: they are in the same hosted zone
     second = owner(harness)
     store.add({record(name, "b2"), record(second, "b2")}, 300)
-    assert strict.calls["change_resource_record_sets"] == 3
+    assert strict.calls["change_resource_record_sets"] == 2
     assert harness.backend_records(second) == {record(second, "b2")}
     assert strict.calls["get_change"] == 0, "moto answers INSYNC at once"
+
+
+# Many lineages at once ------------------------------------------------------
+
+
+def test_many_items_are_one_change_batch_per_zone(harness: Route53Harness) -> None:
+    store, strict = strict_store(harness.moto.url)
+    names = [owner(harness) for _ in range(5)]
+    kept = record(names[0], "0e")
+    harness.other_host().add({kept}, 300)
+    items = [({record(n, "a1"), record(n, "b2")}, 300) for n in names]
+    assert store.add_many(items) == [None] * 5
+    assert strict.calls["change_resource_record_sets"] == 1
+    for n in names:
+        expected = {record(n, "a1"), record(n, "b2")} | ({kept} if n == names[0] else set())
+        assert harness.backend_records(n) == expected
+    assert store.delete_many([{record(n, "a1")} for n in names]) == [None] * 5
+    assert strict.calls["change_resource_record_sets"] == 2
+    assert harness.backend_records(names[0]) == {kept, record(names[0], "b2")}
+    assert harness.backend_records(names[4]) == {record(names[4], "b2")}
+
+
+def test_a_batch_raced_at_one_name_is_read_again_and_retried_whole(
+    harness: Route53Harness,
+) -> None:
+    names = [owner(harness) for _ in range(3)]
+    ours, strict = strict_store(harness.moto.url)
+    other = harness.other_host()
+    theirs = record(names[1], "c3")
+    strict.before_change.append(lambda: other.add({theirs}, 300))
+    assert ours.add_many([({record(n, "a1")}, 300) for n in names]) == [None] * 3
+    assert strict.calls["change_resource_record_sets"] == 2
+    assert harness.backend_records(names[1]) == {record(names[1], "a1"), theirs}
+    assert harness.backend_records(names[2]) == {record(names[2], "a1")}
+
+
+def test_an_item_outside_every_zone_fails_alone(harness: Route53Harness) -> None:
+    store, strict = strict_store(harness.moto.url)
+    inside = owner(harness)
+    outside = "_25._tcp.mail.elsewhere.example."
+    errors = store.add_many([({record(outside, "a1")}, 300), ({record(inside, "a1")}, 300)])
+    assert errors[1] is None and harness.backend_records(inside) == {record(inside, "a1")}
+    assert isinstance(errors[0], StoreError)
+    assert "no hosted zone of this AWS account contains the name" in str(errors[0])
+
+
+def test_batches_stay_within_route53_limits(
+    harness: Route53Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(route53, "BATCH_VALUES", 2)
+    store, strict = strict_store(harness.moto.url)
+    names = [owner(harness) for _ in range(3)]
+    assert store.add_many([({record(n, "a1")}, 300) for n in names]) == [None] * 3
+    # One value per owner (a CREATE), two values per batch: two batches.
+    assert strict.calls["change_resource_record_sets"] == 2
+    assert all(harness.backend_records(n) == {record(n, "a1")} for n in names)
 
 
 def test_merged_rrset_takes_the_callers_ttl(harness: Route53Harness) -> None:

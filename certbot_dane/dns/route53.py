@@ -6,7 +6,9 @@ every change is a compare-and-swap: one change batch that DELETEs exactly the
 RRset just read and CREATEs the merged one. Route 53 applies a batch
 atomically and rejects it (InvalidChangeBatch) when the DELETE no longer
 matches what it holds, i.e. when another host changed the RRset in between;
-the store then reads again and retries, a bounded number of times.
+the store then reads again and retries, a bounded number of times. The
+swaps of many names in one hosted zone (a check of many lineages) share one
+change batch, read again and retried whole when any of them was raced.
 
 The hosted zone is the one whose name is the longest suffix of the owner
 name, as listed by the account, never a guess from the name's last labels.
@@ -21,7 +23,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +40,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TLSA
 
 from ..tlsa import Record
-from .base import RecordStore, RRsetView, StoreError, by_owner
+from .base import RecordStore, RRsetView, StoreError
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -288,56 +290,115 @@ class Route53Store(RecordStore):
     # Changing -------------------------------------------------------------
 
     def add(self, records: Iterable[Record], ttl: int) -> None:
-        changes = []
-        for owner, group in by_owner(_normal(records)).items():
-            what = f"add {len(group)} TLSA record(s)"
-            changes.append((owner, what, self._swap(owner, what, frozenset(group), (), ttl)))
-        self._wait_insync(changes)
+        _raise_first(self.add_many([(records, ttl)]))
 
     def delete(self, records: Iterable[Record]) -> None:
-        changes = []
-        for owner, group in by_owner(_normal(records)).items():
-            what = f"delete {len(group)} TLSA record(s)"
-            changes.append((owner, what, self._swap(owner, what, (), frozenset(group), None)))
-        self._wait_insync(changes)
+        _raise_first(self.delete_many([records]))
+
+    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> list[StoreError | None]:
+        return self._change_many("add", [(_normal(r), [], ttl) for r, ttl in items])
+
+    def delete_many(self, items: Sequence[Iterable[Record]]) -> list[StoreError | None]:
+        return self._change_many("delete", [([], _normal(r), None) for r in items])
+
+    def _change_many(
+        self, verb: str, items: list[tuple[list[Record], list[Record], int | None]]
+    ) -> list[StoreError | None]:
+        """Every item's changes in one change batch per hosted zone (and size).
+
+        Each owner name is still a compare-and-swap of its own (the DELETE of
+        the RRset as read, the CREATE of the merged one); Route 53 applies a
+        batch all or nothing, so a batch rejected because one of its names
+        changed is read again and retried whole. Fewer calls matter: the
+        Route 53 API allows five requests a second per account.
+        """
+        edits: dict[str, _Edit] = {}
+        for plus, minus, ttl in items:
+            for record in plus:
+                edits.setdefault(record.owner, _Edit(verb)).plus.add(record)
+                edits[record.owner].ttl = ttl
+            for record in minus:
+                edits.setdefault(record.owner, _Edit(verb)).minus.add(record)
+        failed: dict[str, StoreError] = {}
+        zones: dict[str, tuple[_Zone, list[str]]] = {}
+        for owner in sorted(edits):
+            try:
+                zone = self.zone_of(owner, edits[owner].what)
+            except StoreError as err:
+                failed[owner] = err
+                continue
+            zones.setdefault(zone.id, (zone, []))[1].append(owner)
+        sent: list[tuple[str, str, dict[str, Any] | None]] = []
+        for zone, owners in zones.values():
+            sent += self._swap_zone(zone, {o: edits[o] for o in owners}, failed)
+        self._wait_insync(sent)
+        return [
+            next((failed[r.owner] for r in [*plus, *minus] if r.owner in failed), None)
+            for plus, minus, _ in items
+        ]
+
+    def _swap_zone(
+        self, zone: _Zone, edits: dict[str, _Edit], failed: dict[str, StoreError]
+    ) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """Swap the owners of one zone, a batch at a time; failures go to ``failed``."""
+        current = self._read_all(zone, edits, failed)
+        sent = []
+        for owners in _batches({o: edits[o].changes(o, current[o]) for o in current}):
+            one = len(owners) == 1
+            where = owners[0] if one else f"{len(owners)} names in {zone.name}"
+            what = edits[owners[0]].what if one else f"{edits[owners[0]].verb} TLSA records"
+            try:
+                answer = self._swap({o: edits[o] for o in owners}, zone, current, what, where)
+            except StoreError as err:
+                failed.update((o, err) for o in owners)
+                continue
+            sent.append((where, what, answer))
+        return sent
+
+    def _read_all(
+        self, zone: _Zone, edits: dict[str, _Edit], failed: dict[str, StoreError]
+    ) -> dict[str, _RRset | None]:
+        current: dict[str, _RRset | None] = {}
+        for owner, edit in edits.items():
+            try:
+                current[owner] = self._read(zone, owner, edit.what)
+            except StoreError as err:
+                failed[owner] = err
+        return current
 
     def _swap(
         self,
-        owner: str,
+        edits: dict[str, _Edit],
+        zone: _Zone,
+        current: dict[str, _RRset | None],
         what: str,
-        plus: Iterable[Record],
-        minus: Iterable[Record],
-        ttl: int | None,
+        where: str,
     ) -> dict[str, Any] | None:
-        """Replace the RRset read by itself plus ``plus`` minus ``minus``,
-        retrying on a race.
+        """Replace each owner's RRset as read by the merged one, retrying on a race.
 
         Returns Route 53's answer, or None when the merge changed nothing:
         adding a present record or deleting an absent one sends no change.
         """
-        zone = self.zone_of(owner, what)
-        current = self._read(zone, owner, what)
         last: _Rejected | None = None
         for attempt in range(self.swap_attempts):
-            have = current.records if current else frozenset()
-            want = (have | frozenset(plus)) - frozenset(minus)
-            if want == have:
+            batch = [c for o, edit in edits.items() for c in edit.changes(o, current[o])]
+            if not batch:
                 return None
-            batch = _batch(owner, current, want, ttl)
             try:
                 return self._call(
                     what,
-                    owner,
+                    where,
                     "change_resource_record_sets",
                     HostedZoneId=zone.id,
                     ChangeBatch={"Comment": "certbot-dane", "Changes": batch},
                 )
             except _Rejected as err:
                 last = err
-                logger.debug("route53: change at %s rejected (attempt %d): %s", owner, attempt, err)
+                logger.debug("route53: change at %s rejected (attempt %d): %s", where, attempt, err)
                 # Both hosts retrying in lockstep would collide again.
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
-                current = self._read(zone, owner, what)
+                for owner, edit in edits.items():
+                    current[owner] = self._read(zone, owner, edit.what)
         raise StoreError(f"{last} (rejected {self.swap_attempts} times; try again)")
 
     def _wait_insync(self, changes: list[tuple[str, str, dict[str, Any] | None]]) -> None:
@@ -374,6 +435,57 @@ class Route53Store(RecordStore):
                     status = str(reply["ChangeInfo"]["Status"])
                 except (KeyError, TypeError):
                     raise self._malformed(what, owner, "change status") from None
+
+
+@dataclass
+class _Edit:
+    """What one call wants at one owner name: records to add, records to remove."""
+
+    verb: str
+    plus: set[Record] = dataclasses.field(default_factory=set)
+    minus: set[Record] = dataclasses.field(default_factory=set)
+    ttl: int | None = None
+
+    @property
+    def what(self) -> str:
+        return f"{self.verb} {len(self.plus) + len(self.minus)} TLSA record(s)"
+
+    def changes(self, owner: str, current: _RRset | None) -> list[dict[str, Any]]:
+        """The compare-and-swap pair for this owner, or nothing if nothing changes."""
+        have = current.records if current else frozenset()
+        want = (have | self.plus) - self.minus
+        return [] if want == have else _batch(owner, current, frozenset(want), self.ttl)
+
+
+#: Route 53's limits per change batch are 1000 values and 32000 characters of
+#: values; batches stay under these with room to spare.
+BATCH_VALUES = 500
+BATCH_CHARS = 16000
+
+
+def _batches(changes: dict[str, list[dict[str, Any]]]) -> Iterator[list[str]]:
+    """Owners grouped so that each group's changes fit in one change batch."""
+    group: list[str] = []
+    values = chars = 0
+    for owner, owner_changes in changes.items():
+        rrs = [
+            rr["Value"] for c in owner_changes for rr in c["ResourceRecordSet"]["ResourceRecords"]
+        ]
+        size = sum(len(v) for v in rrs)
+        if group and (values + len(rrs) > BATCH_VALUES or chars + size > BATCH_CHARS):
+            yield group
+            group, values, chars = [], 0, 0
+        group.append(owner)
+        values += len(rrs)
+        chars += size
+    if group:
+        yield group
+
+
+def _raise_first(errors: list[StoreError | None]) -> None:
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def _normal(records: Iterable[Record]) -> list[Record]:
