@@ -31,7 +31,7 @@ import resource
 import shlex
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
@@ -124,6 +124,7 @@ class Result:
 
 
 _T = TypeVar("_T")
+_A = TypeVar("_A", Publish, Retire)
 StoreFactory = Callable[[Settings], RecordStore]
 ObserverFactory = Callable[[Settings], Observer]
 
@@ -388,31 +389,38 @@ class Engine:
             if not active:
                 return
             now = self.clock()
-            todo: dict[type, list[tuple[_Context, rollover.Action]]] = {}
+            todo = _Round()
             for ctx in active:
-                action = rollover.decide(ctx.data.rollover, now, ctx.seen, ctx.policy)
-                match action:
+                match rollover.decide(ctx.data.rollover, now, ctx.seen, ctx.policy):
                     case Idle():
                         ctx.result.settled = True
                     case Wait(reason, until):
                         ctx.result.waiting, ctx.result.until = reason, until
-                    case _:
-                        todo.setdefault(type(action), []).append((ctx, action))
-            self._publish_all(todo.get(Publish, []))
-            self._observe_all(todo.get(Observe, []))
-            self._switch_all(todo.get(Switch, []))
-            self._reload_all([ctx for ctx, _ in todo.get(Reload, [])])
-            self._retire_all(todo.get(Retire, []))
-            active = [ctx for items in todo.values() for ctx, _ in items if not ctx.stopped]
+                    case Publish() as publish:
+                        todo.publish.append((ctx, publish))
+                    case Observe() as observe:
+                        todo.observe.append((ctx, observe))
+                    case Switch() as switch:
+                        todo.switch.append((ctx, switch))
+                    case Reload():
+                        todo.reload.append(ctx)
+                    case Retire() as retire:
+                        todo.retire.append((ctx, retire))
+            self._publish_all(todo.publish)
+            self._observe_all(todo.observe)
+            self._switch_all(todo.switch)
+            self._reload_all(todo.reload)
+            self._retire_all(todo.retire)
+            active = [ctx for ctx in todo.contexts() if not ctx.stopped]
         for ctx in active:
             self._stop(ctx, EngineError(
                 f"lineage {ctx.data.lineage}: no progress after {MAX_STEPS} steps"
             ))
 
-    def _publish_all(self, items: list[tuple[_Context, rollover.Action]]) -> None:
+    def _publish_all(self, items: list[tuple[_Context, Publish]]) -> None:
         """Claim, then add, the records of every lineage about to publish."""
         for store, group in _by_store(items):
-            records = {ctx: action.records for ctx, action in group}  # type: ignore[attr-defined]
+            records = {ctx: action.records for ctx, action in group}
             priors = self._prior_ttls(records)
             ready = [ctx for ctx in records if not ctx.stopped]
             owners = sorted({r.owner for ctx in ready for r in records[ctx]})
@@ -462,9 +470,9 @@ class Engine:
                     priors[ctx] = ttl
         return priors
 
-    def _observe_all(self, items: list[tuple[_Context, rollover.Action]]) -> None:
+    def _observe_all(self, items: list[tuple[_Context, Observe]]) -> None:
         contexts = [ctx for ctx, _ in items]
-        wanted = {ctx: action.records for ctx, action in items}  # type: ignore[attr-defined]
+        wanted = {ctx: action.records for ctx, action in items}
         for observer, group in _by_observer(contexts):
             asked = [wanted[ctx] for ctx in group]
             seen = self._together(group, observer.observe_many, asked)
@@ -484,10 +492,11 @@ class Engine:
             ctx.data.note("invisible", seen.detail, self.clock())
         ctx.seen = Seen(seen.validated, seen.ttl)
 
-    def _retire_all(self, items: list[tuple[_Context, rollover.Action]]) -> None:
+    def _retire_all(self, items: list[tuple[_Context, Retire]]) -> None:
         for store, group in _by_store(items):
-            records = [action.records for _, action in group]  # type: ignore[attr-defined]
+            records = [action.records for _, action in group]
             contexts = [ctx for ctx, _ in group]
+            errors: Sequence[Exception | None] | None
             if getattr(store, "wants_live", False):
                 # The exec contract tells the program which record must stay up.
                 errors = [
@@ -496,8 +505,8 @@ class Engine:
                 ]
             else:
                 errors = self._together(contexts, store.delete_many, records)
-                if errors is None:
-                    continue
+            if errors is None:
+                continue
             for ctx, gone, error in zip(contexts, records, errors, strict=True):
                 if error is not None:
                     self._stop(ctx, error)
@@ -535,14 +544,14 @@ class Engine:
                     self._stop(ctx, err)
             return None
 
-    def _switch_all(self, items: list[tuple[_Context, rollover.Action]]) -> None:
+    def _switch_all(self, items: list[tuple[_Context, Switch]]) -> None:
         """Flip the links of every lineage due to switch.
 
         The version each is switched to is saved first, so a crash after a
         flip is recognised (see :meth:`_reconcile_links`); the flips are made
         durable together before anything relies on them.
         """
-        versions = {ctx: action.version for ctx, action in items}  # type: ignore[attr-defined]
+        versions = {ctx: action.version for ctx, action in items}
         for ctx, version in versions.items():
             ctx.data.switching = version.number
         if not self._jointly(list(versions), self._save_all, list(versions)):
@@ -688,6 +697,26 @@ class _Context:
         self.refresh = False
 
 
+@dataclass
+class _Round:
+    """The actions of one round, by kind, each with its lineage."""
+
+    publish: list[tuple[_Context, Publish]] = field(default_factory=list)
+    observe: list[tuple[_Context, Observe]] = field(default_factory=list)
+    switch: list[tuple[_Context, Switch]] = field(default_factory=list)
+    reload: list[_Context] = field(default_factory=list)
+    retire: list[tuple[_Context, Retire]] = field(default_factory=list)
+
+    def contexts(self) -> list[_Context]:
+        return [
+            *(ctx for ctx, _ in self.publish),
+            *(ctx for ctx, _ in self.observe),
+            *(ctx for ctx, _ in self.switch),
+            *self.reload,
+            *(ctx for ctx, _ in self.retire),
+        ]
+
+
 class _Shared:
     """Stores and observers of one run: one per distinct configuration.
 
@@ -725,10 +754,10 @@ def _store_key(settings: Settings) -> tuple:
 
 
 def _by_store(
-    items: list[tuple[_Context, rollover.Action]],
-) -> list[tuple[RecordStore, list[tuple[_Context, rollover.Action]]]]:
+    items: list[tuple[_Context, _A]],
+) -> list[tuple[RecordStore, list[tuple[_Context, _A]]]]:
     """Items grouped by their lineage's store; a store that cannot open stops its lineages."""
-    groups: dict[int, tuple[RecordStore, list[tuple[_Context, rollover.Action]]]] = {}
+    groups: dict[int, tuple[RecordStore, list[tuple[_Context, _A]]]] = {}
     for ctx, action in items:
         try:
             store = ctx.store

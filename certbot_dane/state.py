@@ -211,8 +211,8 @@ def save_many(config_dir: str | Path, datas: list[LineageFile]) -> None:
     temps: list[tuple[Path, Path]] = []
     try:
         for data in datas:
-            fd, tmp = tempfile.mkstemp(prefix=f".{data.lineage}.json.", dir=directory)
-            temps.append((Path(tmp), state_path(config_dir, data.lineage)))
+            fd, name = tempfile.mkstemp(prefix=f".{data.lineage}.json.", dir=directory)
+            temps.append((Path(name), state_path(config_dir, data.lineage)))
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), 0o600)
                 handle.write(to_json(data).encode("utf-8"))

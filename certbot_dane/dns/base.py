@@ -41,6 +41,12 @@ class RRsetView:
     ttl: int | None
 
 
+#: One result per item of a ``*_many`` call: its error, or None where it succeeded.
+Outcomes = list[StoreError | None]
+#: One result per owner of :meth:`RecordStore.list_many`: its records, or the error.
+Views = list[RRsetView | StoreError]
+
+
 def by_owner(records: Iterable[Record]) -> dict[str, list[Record]]:
     grouped: dict[str, list[Record]] = {}
     for record in sorted(records):
@@ -70,15 +76,15 @@ class RecordStore(abc.ABC):
     def delete(self, records: Iterable[Record]) -> None:
         """Delete exactly these records; deleting an absent record is a no-op."""
 
-    def list_many(self, owners: Sequence[str]) -> list[RRsetView | StoreError]:
+    def list_many(self, owners: Sequence[str]) -> Views:
         """:meth:`list` for each owner."""
         return [_attempt(self.list, owner) for owner in owners]
 
-    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> list[StoreError | None]:
+    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
         """:meth:`add` for each (records, ttl) item; None where it succeeded."""
         return [_attempt(self.add, records, ttl) for records, ttl in items]
 
-    def delete_many(self, items: Sequence[Iterable[Record]]) -> list[StoreError | None]:
+    def delete_many(self, items: Sequence[Iterable[Record]]) -> Outcomes:
         """:meth:`delete` for each item of records; None where it succeeded."""
         return [_attempt(self.delete, records) for records in items]
 

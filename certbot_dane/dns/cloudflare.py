@@ -13,6 +13,7 @@ other hosts keep at the same owner name are never touched.
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -329,7 +330,7 @@ class CloudflareStore(RecordStore):
                         continue  # gone already: deleting an absent record is a no-op
                     raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
 
-    def _entries(self, owner: str, what: str) -> list[_Entry]:
+    def _entries(self, owner: str, what: str) -> builtins.list[_Entry]:
         """Every TLSA record at ``owner`` with its id and TTL, across all pages."""
         zone = self.zone_id(owner, what)
         name = _api_name(owner)

@@ -44,7 +44,15 @@ import dns.update
 
 from .. import dnsio
 from ..tlsa import Record
-from .base import RecordStore, RRsetView, StoreConfigError, StoreError, by_owner
+from .base import (
+    Outcomes,
+    RecordStore,
+    RRsetView,
+    StoreConfigError,
+    StoreError,
+    Views,
+    by_owner,
+)
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -172,7 +180,7 @@ class Rfc2136Store(RecordStore):
     def list(self, owner: str) -> RRsetView:
         return _raise(self.list_many([owner])[0])
 
-    def list_many(self, owners: Sequence[str]) -> list[RRsetView | StoreError]:
+    def list_many(self, owners: Sequence[str]) -> Views:
         questions = []
         for owner in owners:
             query = dns.message.make_query(owner, dns.rdatatype.TLSA)
@@ -198,8 +206,8 @@ class Rfc2136Store(RecordStore):
         return RRsetView(frozenset(), None)
 
     def _ask(
-        self, queries: list[dns.message.Message], whats: list[str]
-    ) -> list[dns.message.Message | StoreError]:
+        self, queries: Sequence[dns.message.Message], whats: Sequence[str]
+    ) -> Sequence[dns.message.Message | StoreError]:
         """Send all queries at once; a StoreError in place of each failed one."""
         if not queries:
             return []
@@ -225,20 +233,20 @@ class Rfc2136Store(RecordStore):
     def delete(self, records: Iterable[Record]) -> None:
         _raise_first(self.delete_many([records]))
 
-    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> list[StoreError | None]:
+    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
         changes = [[_Change(r, ttl) for r in records] for records, ttl in items]
         return self._apply(changes, "add", lambda view, rs: set(rs) <= view.records)
 
-    def delete_many(self, items: Sequence[Iterable[Record]]) -> list[StoreError | None]:
+    def delete_many(self, items: Sequence[Iterable[Record]]) -> Outcomes:
         changes = [[_Change(r, None) for r in records] for records in items]
         return self._apply(changes, "delete", lambda view, rs: not set(rs) & view.records)
 
     def _apply(
         self,
-        items: list[list[_Change]],
+        items: Sequence[Sequence[_Change]],
         verb: str,
-        done: Callable[[RRsetView, list[Record]], bool],
-    ) -> list[StoreError | None]:
+        done: Callable[[RRsetView, Sequence[Record]], bool],
+    ) -> Outcomes:
         """Send every item's changes, one update per zone (and size), then settle.
 
         One update for many owners is still atomic at the primary, and an
@@ -268,7 +276,7 @@ class Rfc2136Store(RecordStore):
         ]
 
     def _send_changes(
-        self, zone: dns.name.Name, changes: list[_Change], verb: str
+        self, zone: dns.name.Name, changes: Sequence[_Change], verb: str
     ) -> StoreError | None:
         update = dns.update.UpdateMessage(
             zone, keyring=self._keyring, keyname=self._key_name, keyalgorithm=self._algorithm
@@ -288,7 +296,7 @@ class Rfc2136Store(RecordStore):
         return None
 
     def _settle(
-        self, records: list[Record], done: Callable[[RRsetView, list[Record]], bool]
+        self, records: Sequence[Record], done: Callable[[RRsetView, Sequence[Record]], bool]
     ) -> None:
         """Wait (bounded) until the primary serves the changes.
 

@@ -40,7 +40,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TLSA
 
 from ..tlsa import Record
-from .base import RecordStore, RRsetView, StoreError
+from .base import Outcomes, RecordStore, RRsetView, StoreError
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -295,15 +295,15 @@ class Route53Store(RecordStore):
     def delete(self, records: Iterable[Record]) -> None:
         _raise_first(self.delete_many([records]))
 
-    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> list[StoreError | None]:
+    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
         return self._change_many("add", [(_normal(r), [], ttl) for r, ttl in items])
 
-    def delete_many(self, items: Sequence[Iterable[Record]]) -> list[StoreError | None]:
+    def delete_many(self, items: Sequence[Iterable[Record]]) -> Outcomes:
         return self._change_many("delete", [([], _normal(r), None) for r in items])
 
     def _change_many(
-        self, verb: str, items: list[tuple[list[Record], list[Record], int | None]]
-    ) -> list[StoreError | None]:
+        self, verb: str, items: Sequence[tuple[Sequence[Record], Sequence[Record], int | None]]
+    ) -> Outcomes:
         """Every item's changes in one change batch per hosted zone (and size).
 
         Each owner name is still a compare-and-swap of its own (the DELETE of
@@ -339,7 +339,7 @@ class Route53Store(RecordStore):
 
     def _swap_zone(
         self, zone: _Zone, edits: dict[str, _Edit], failed: dict[str, StoreError]
-    ) -> list[tuple[str, str, dict[str, Any] | None]]:
+    ) -> Sequence[tuple[str, str, dict[str, Any] | None]]:
         """Swap the owners of one zone, a batch at a time; failures go to ``failed``."""
         current = self._read_all(zone, edits, failed)
         sent = []
@@ -401,7 +401,7 @@ class Route53Store(RecordStore):
                     current[owner] = self._read(zone, owner, edit.what)
         raise StoreError(f"{last} (rejected {self.swap_attempts} times; try again)")
 
-    def _wait_insync(self, changes: list[tuple[str, str, dict[str, Any] | None]]) -> None:
+    def _wait_insync(self, changes: Sequence[tuple[str, str, dict[str, Any] | None]]) -> None:
         """Poll GetChange until Route 53 has the changes on all its servers.
 
         All changes are sent first and then waited for together, bounded by
