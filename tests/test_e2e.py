@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -185,3 +185,38 @@ def test_concurrent_checks(served: Deployment) -> None:
     switches = dep.events("switched")
     assert len(switches) == 2, "one initial pin and exactly one switch"
     assert_no_probe_failures(dep)
+
+
+def test_one_check_rolls_several_lineages_together(lab: Lab, tmp_path: Path) -> None:
+    """Three lineages renewed outside the plugin; one certbot-dane check run
+    publishes all their records (one batched run), later runs switch them; no
+    probe of any of them fails."""
+    hosts = [f"batch{i}-together.dane.test" for i in range(3)]
+    deps = [Deployment(lab, tmp_path, host) for host in hosts]
+    with ExitStack() as stack:
+        for dep in deps:
+            stack.enter_context(issued_served_probed(dep))
+        before = {dep.host: dep.authoritative_records() for dep in deps}
+        for dep in deps:
+            # A re-issue without -i dane: only certbot-dane check sees it.
+            dep.certbot("certonly", "--force-renewal", *dep.dns_args(), "-d", dep.host)
+        began = time.time()
+        first = deps[0].check()
+        ended = time.time()
+        assert first.returncode == 0, first.stderr
+        for dep in deps:
+            published = [t for t in dep.events("published") if began <= t <= ended]
+            assert published, f"{dep.host}: not published by the first check"
+            assert dep.served() == 1, "the links stay until the new records are live"
+            assert len(dep.authoritative_records()) == 2
+        for _ in range(60):
+            if all(dep.served() == 2 and dep.lineage_file.rollover.pending is None for dep in deps):
+                break
+            time.sleep(CHECK_INTERVAL)
+            done = deps[0].check()
+            assert done.returncode == 0, done.stderr
+        for dep in deps:
+            assert dep.served() == 2, f"{dep.host} did not switch"
+            after = dep.authoritative_records()
+            assert len(after) == 1 and not after & before[dep.host]
+            assert_no_probe_failures(dep)
