@@ -1,7 +1,8 @@
 """A loopback stand-in for the parts of Cloudflare's v4 API that the store uses.
 
-It serves ``GET /zones?name=``, and list, create and delete of
-``/zones/{id}/dns_records`` with Cloudflare's envelope (``success``,
+It serves ``GET /zones?name=``, list, create and delete of
+``/zones/{id}/dns_records``, and its ``/batch`` of deletes and posts
+(applied together or not at all), with Cloudflare's envelope (``success``,
 ``errors: [{code, message}]``, ``result``, ``result_info``), checks the
 ``Authorization: Bearer`` or ``X-Auth-Email`` + ``X-Auth-Key`` headers, and
 validates TLSA ``data`` as Cloudflare does. ``max_per_page`` caps page sizes
@@ -70,6 +71,9 @@ class FakeCloudflare:
     email: str | None = None
     api_key: str | None = None
     max_per_page: int = 2
+    #: whether POST /zones/{id}/dns_records/batch exists, and its change limit
+    batch: bool = True
+    max_batch: int = 200
     requests: list[Seen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -255,6 +259,10 @@ class FakeCloudflare:
                 return self._list_records(zone_id, query)
             if len(parts) == 3 and method == "POST":
                 return _ok(self._create(zone_id, body))
+            if parts[3:] == ["batch"] and method == "POST":
+                if not self.batch:
+                    raise _error(405, 10405, f"Method {method} not allowed for this route")
+                return _ok(self._batch(zone_id, body))
             if len(parts) == 4 and method == "DELETE":
                 return self._delete(zone_id, parts[3])
         raise _error(405, 10405, f"Method {method} not allowed for this route")
@@ -313,6 +321,22 @@ class FakeCloudflare:
         }
         self.records[zone_id][record_id] = record
         return record
+
+    def _batch(self, zone_id: str, body: Any) -> dict[str, Any]:
+        """Deletes, then posts, in one transaction: all applied or none."""
+        if not isinstance(body, dict) or body.get("patches") or body.get("puts"):
+            raise _error(400, 9207, "Request body is invalid.")
+        deletes, posts = body.get("deletes") or [], body.get("posts") or []
+        if len(deletes) + len(posts) > self.max_batch:
+            raise _error(400, 81062, f"Batch exceeds the limit of {self.max_batch} changes.")
+        before = dict(self.records[zone_id])
+        try:
+            deleted = [self._delete(zone_id, str(d.get("id")))["result"] for d in deletes]
+            created = [self._create(zone_id, post) for post in posts]
+        except _Reply:
+            self.records[zone_id] = before
+            raise
+        return {"deletes": deleted, "posts": created, "patches": [], "puts": []}
 
     def _delete(self, zone_id: str, record_id: str) -> dict[str, Any]:
         if self.records[zone_id].pop(record_id, None) is None:

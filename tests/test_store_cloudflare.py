@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from certbot_dane import dns as stores
+from certbot_dane.dns import cloudflare
 from certbot_dane.dns.base import RecordStore, StoreConfigError, StoreError
 from certbot_dane.dns.cloudflare import DEFAULT_API_URL, MAX_RETRIES, CloudflareStore
 from certbot_dane.settings import from_options
@@ -169,6 +170,88 @@ def test_identical_record_created_meanwhile_is_no_error(
     store.add({rec}, 300)
     assert fake.seen("POST")
     assert fake.tlsa(name) == {rec}
+
+
+# Many lineages at once: one listing and one batch per zone ---------------------
+
+
+def test_many_items_are_one_listing_and_one_batch(fake: FakeCloudflare) -> None:
+    names = [f"_25._tcp.b{i}.{fake.zones[0]}." for i in range(5)]
+    theirs = record(names[0], "c3")
+    fake.put("dane.test", names[0], theirs)
+    kept = record(names[1], "a1")
+    fake.put("dane.test", names[1], kept)  # already there: not posted again
+    for i in range(3):  # elsewhere in the zone: five records, three pages of two
+        fake.put("dane.test", f"_443._tcp.w{i}.{fake.zones[0]}.", record(names[0], "e5"))
+    store = store_for(fake)
+    fake.requests.clear()
+    items = [({record(n, "a1"), record(n, "b2")}, 300) for n in names]
+    assert store.add_many(items) == [None] * 5
+    (batch,) = fake.seen("POST")
+    assert batch.path.endswith("/dns_records/batch")
+    assert len(batch.body["posts"]) == 9 and batch.body["deletes"] == []
+    listings = fake.seen("GET", "/dns_records")
+    assert all("name" not in r.query for r in listings)  # the zone's TLSA, all pages
+    assert [r.query["page"] for r in listings] == ["1", "2", "3"]
+    for n in names:
+        expected = {record(n, "a1"), record(n, "b2")} | ({theirs} if n == names[0] else set())
+        assert fake.tlsa(n) == expected
+    fake.requests.clear()
+    assert store.delete_many([{record(n, "a1")} for n in names]) == [None] * 5
+    (batch,) = fake.seen("POST")
+    assert len(batch.body["deletes"]) == 5 and batch.body["posts"] == []
+    assert not fake.seen("DELETE")
+    assert fake.tlsa(names[0]) == {theirs, record(names[0], "b2")}
+
+
+def test_a_failed_batch_is_done_again_one_record_at_a_time(
+    fake: FakeCloudflare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record another host created between the listing and the batch fails
+    the whole batch; each item is then settled on its own."""
+    names = [f"_25._tcp.raced{i}.{fake.zones[0]}." for i in range(3)]
+    store = store_for(fake)
+    real = store._zone_entries
+
+    def stale(zone: str):  # type: ignore[no-untyped-def]
+        listed = real(zone)
+        fake.put("dane.test", names[1], record(names[1], "a1"))
+        return listed
+
+    monkeypatch.setattr(store, "_zone_entries", stale)
+    assert store.add_many([({record(n, "a1")}, 300) for n in names]) == [None] * 3
+    assert [r.path.endswith("/batch") for r in fake.seen("POST")] == [True, False, False]
+    assert all(fake.tlsa(n) == {record(n, "a1")} for n in names)
+
+
+def test_without_the_batch_endpoint_records_go_one_by_one() -> None:
+    with FakeCloudflare(token=TOKEN, batch=False) as fake:
+        names = [f"_25._tcp.old{i}.{fake.zones[0]}." for i in range(3)]
+        store = store_for(fake)
+        assert store.add_many([({record(n, "a1")}, 300) for n in names]) == [None] * 3
+        assert all(fake.tlsa(n) == {record(n, "a1")} for n in names)
+        assert store.delete_many([{record(n, "a1")} for n in names]) == [None] * 3
+        assert all(fake.tlsa(n) == set() for n in names)
+
+
+def test_batches_hold_at_most_the_change_limit(
+    fake: FakeCloudflare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cloudflare, "BATCH_CHANGES", 2)
+    fake.max_batch = 2
+    names = [f"_25._tcp.lim{i}.{fake.zones[0]}." for i in range(5)]
+    assert store_for(fake).add_many([({record(n, "a1")}, 300) for n in names]) == [None] * 5
+    assert [len(r.body["posts"]) for r in fake.seen("POST")] == [2, 2, 1]
+    assert all(fake.tlsa(n) == {record(n, "a1")} for n in names)
+
+
+def test_an_item_without_a_zone_fails_alone(fake: FakeCloudflare) -> None:
+    inside = f"_25._tcp.in.{fake.zones[0]}."
+    errors = store_for(fake).add_many(
+        [({record("_25._tcp.mail.elsewhere.example.", "a1")}, 300), ({record(inside, "a1")}, 300)]
+    )
+    assert isinstance(errors[0], StoreError) and "no Cloudflare zone" in str(errors[0])
+    assert errors[1] is None and fake.tlsa(inside) == {record(inside, "a1")}
 
 
 def test_automatic_ttl_is_reported_as_300(fake: FakeCloudflare) -> None:

@@ -8,27 +8,31 @@ store talks to the few endpoints it needs through a small adapter over
 The zone is the longest name, walking up from the owner's parent, that the
 API lists under ``GET /zones?name=``: nested zones and public suffixes such as
 ``co.uk`` need no configuration, and nothing is guessed from the last two
-labels. Records are created and deleted one by one by id, so records that
-other hosts keep at the same owner name are never touched.
+labels. Records are created and deleted by id, never by name, so records that
+other hosts keep at the same owner name are never touched. For many items at
+once (a check of many lineages), a zone's TLSA records are listed once and
+the changes go in batch requests, each applied whole or not at all; a failed
+batch is done again one record at a time.
 """
 from __future__ import annotations
 
 import builtins
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
 from ..tlsa import Record
-from .base import RecordStore, RRsetView, StoreConfigError, StoreError, by_owner
+from .base import Outcomes, RecordStore, RRsetView, StoreConfigError, StoreError, by_owner
 
 if TYPE_CHECKING:
     from ..state import Settings
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
 
@@ -68,6 +72,14 @@ class _Entry:
     id: str
     record: Record
     ttl: int
+
+
+#: What one item of a batched call wants, by owner: the records and the TTL.
+_Wanted = dict[str, tuple[list[Record], int | None]]
+#: The zone's TLSA records as listed, by API name.
+_Present = dict[str, list[_Entry]]
+#: One change of a batch request: ("posts", record) or ("deletes", {"id": ...}).
+_Change = tuple[str, dict[str, Any]]
 
 
 class CloudflareApi:
@@ -296,18 +308,8 @@ class CloudflareStore(RecordStore):
             for record in group:
                 if record in present:
                     continue
-                body = {
-                    "type": "TLSA",
-                    "name": _api_name(owner),
-                    "ttl": ttl,
-                    "data": {
-                        "usage": record.usage,
-                        "selector": record.selector,
-                        "matching_type": record.mtype,
-                        "certificate": record.data.lower(),
-                    },
-                }
                 try:
+                    body = _body(owner, record, ttl)
                     self.api.call("POST", f"/zones/{zone}/dns_records", body=body)
                 except _ApiError as err:
                     if err.code == IDENTICAL_RECORD_EXISTS:
@@ -329,6 +331,113 @@ class CloudflareStore(RecordStore):
                     if err.status == 404:
                         continue  # gone already: deleting an absent record is a no-op
                     raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+
+    # Many lineages at once ----------------------------------------------
+
+    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
+        """One listing and one batch request per zone (and 200 changes).
+
+        The batch endpoint applies its changes together or not at all; when a
+        batch fails (a record another host just created, an API without the
+        endpoint), its items are done again one record at a time, which
+        settles each on its own.
+        """
+        wanted = [(by_owner(records), ttl) for records, ttl in items]
+        return self._in_batches(
+            [{o: (rs, ttl) for o, rs in owners.items()} for owners, ttl in wanted],
+            self._posts,
+            lambda index: self.add(*items[index]),
+        )
+
+    def delete_many(self, items: Sequence[Iterable[Record]]) -> Outcomes:
+        """:meth:`add_many` for deletions: the matching records' ids, in batches."""
+        return self._in_batches(
+            [{o: (rs, None) for o, rs in by_owner(records).items()} for records in items],
+            self._deletes,
+            lambda index: self.delete(items[index]),
+        )
+
+    def _in_batches(
+        self,
+        items: Sequence[_Wanted],
+        changes_of: Callable[[_Present, _Wanted], Sequence[_Change]],
+        one_by_one: Callable[[int], None],
+    ) -> Outcomes:
+        results: Outcomes = [None] * len(items)
+        if len(items) <= 1:
+            return [_attempt(one_by_one, i) for i in range(len(items))]
+        # zone -> item -> the item's owners in that zone
+        zones: dict[str, dict[int, _Wanted]] = {}
+        for index, owners in enumerate(items):
+            try:
+                for owner, wanted in owners.items():
+                    zone = self.zone_id(owner, f"change TLSA records at {owner}")
+                    zones.setdefault(zone, {}).setdefault(index, {})[owner] = wanted
+            except StoreError as err:
+                results[index] = err
+        again: set[int] = set()
+        for zone, parts in zones.items():
+            parts = {i: part for i, part in parts.items() if results[i] is None}
+            try:
+                present = self._zone_entries(zone)
+            except StoreError:
+                again |= set(parts)
+                continue
+            planned = [
+                (index, change)
+                for index, part in sorted(parts.items())
+                for change in changes_of(present, part)
+            ]
+            for chunk in _chunks(planned, BATCH_CHANGES):
+                body: dict[str, Any] = {"deletes": [], "posts": []}
+                for _, (kind, change) in chunk:
+                    body[kind].append(change)
+                try:
+                    self.api.call("POST", f"/zones/{zone}/dns_records/batch", body=body)
+                except _ApiError as err:
+                    logger.debug("cloudflare: batch failed, one by one instead: %s", err.reason)
+                    again |= {index for index, _ in chunk}
+        for index in sorted(again):
+            results[index] = _attempt(one_by_one, index)
+        return results
+
+    @staticmethod
+    def _posts(present: _Present, owners: _Wanted) -> Sequence[_Change]:
+        posts: list[_Change] = []
+        for owner, (records, ttl) in owners.items():
+            there = {e.record for e in present.get(_api_name(owner), [])}
+            body = [_body(owner, r, ttl or AUTOMATIC_TTL) for r in records if r not in there]
+            posts += [("posts", b) for b in body]
+        return posts
+
+    @staticmethod
+    def _deletes(present: _Present, owners: _Wanted) -> Sequence[_Change]:
+        deletes: list[_Change] = []
+        for owner, (records, _) in owners.items():
+            doomed = set(records)
+            deletes += [
+                ("deletes", {"id": e.id})
+                for e in present.get(_api_name(owner), [])
+                if e.record in doomed
+            ]
+        return deletes
+
+    def _zone_entries(self, zone: str) -> _Present:
+        """Every TLSA record of the zone, by API name: one listing for all owners."""
+        found: _Present = {}
+        what = "list the zone's TLSA records"
+        path = f"/zones/{zone}/dns_records"
+        try:
+            for item in self.api.pages(path, {"type": "TLSA"}, self.per_page):
+                if not isinstance(item, dict):
+                    raise _ApiError("malformed answer: a record is not an object")
+                if item.get("type") != "TLSA":
+                    continue
+                name = str(item.get("name", "")).lower()
+                found.setdefault(name, []).append(_entry(f"{name}.", item))
+        except _ApiError as err:
+            raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+        return found
 
     def _entries(self, owner: str, what: str) -> builtins.list[_Entry]:
         """Every TLSA record at ``owner`` with its id and TTL, across all pages."""
@@ -362,6 +471,38 @@ def read_credentials(path: str) -> dict[str, str]:
         raise StoreConfigError(f"cloudflare store: {' '.join(str(err).split())}") from None
     keys = ("api_token", "email", "api_key")
     return {k: str(v).strip() for k in keys if (v := conf.conf(k))}
+
+
+#: Changes per batch request: Cloudflare's limit on the Free plan (3500 on others).
+BATCH_CHANGES = 200
+
+
+def _body(owner: str, record: Record, ttl: int) -> dict[str, Any]:
+    """A TLSA record as the API creates it, with structured ``data``."""
+    return {
+        "type": "TLSA",
+        "name": _api_name(owner),
+        "ttl": ttl,
+        "data": {
+            "usage": record.usage,
+            "selector": record.selector,
+            "matching_type": record.mtype,
+            "certificate": record.data.lower(),
+        },
+    }
+
+
+def _chunks(items: builtins.list[_T], size: int) -> Iterator[builtins.list[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _attempt(operation: Callable[[int], None], index: int) -> StoreError | None:
+    try:
+        operation(index)
+    except StoreError as err:
+        return err
+    return None
 
 
 def _api_name(owner: str) -> str:
