@@ -86,12 +86,7 @@ class Farm:
         return danedir.served_version(self.config / "dane", name)
 
     def records_of(self, name: str, number: int) -> set[Record]:
-        data = state.load(self.config, name)
-        assert data is not None
-        for version in (data.rollover.served, data.rollover.pending):
-            if version is not None and version.number == number:
-                return set(version.records)
-        raise AssertionError(f"{name}: version {number} unknown")
+        return records_of(self.config, name, number)
 
     def settle(self, checks: int = 10) -> None:
         """Checks with time passing until nothing is pending."""
@@ -101,6 +96,16 @@ class Farm:
                 return
             self.now += 100
         raise AssertionError(f"not settled: {results}")
+
+
+def records_of(config: Path, name: str, number: int) -> set[Record]:
+    """The records of a lineage's served or pending version, from its state."""
+    data = state.load(config, name)
+    assert data is not None
+    for version in (data.rollover.served, data.rollover.pending):
+        if version is not None and version.number == number:
+            return set(version.records)
+    raise AssertionError(f"{name}: version {number} unknown")
 
 
 def count_steps(

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import dns.exception
@@ -214,3 +215,48 @@ def _read(conn: socket.socket, size: int) -> bytes | None:
             return None
         data += chunk
     return data
+
+
+Reply = Callable[[dns.message.Message], list[tuple[float, dns.message.Message]]]
+
+
+class ScriptedDns:
+    """A UDP name server on 127.0.0.1 that answers as ``reply(query)`` says:
+    a list of (delay in seconds, response), possibly several, possibly none.
+
+    Counts the questions, and the most it held unanswered at once.
+    """
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.address = ("127.0.0.1", int(self.sock.getsockname()[1]))
+        self.pending: list[tuple[float, bytes, tuple]] = []
+        self.most_open = 0
+        self.questions = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, peer = self.sock.recvfrom(65535)
+                self.questions += 1
+                now = time.monotonic()
+                for delay, response in self.reply(dns.message.from_wire(wire)):
+                    self.pending.append((now + delay, response.to_wire(), peer))
+            except TimeoutError:
+                pass
+            self.most_open = max(self.most_open, len({p for _, _, p in self.pending}))
+            now = time.monotonic()
+            for item in sorted(i for i in self.pending if i[0] <= now):
+                self.sock.sendto(item[1], item[2])
+                self.pending.remove(item)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()

@@ -1,9 +1,6 @@
 """dnsio.exchange against loopback servers that answer late, wrongly or never."""
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 
 import dns.exception
@@ -13,57 +10,15 @@ import dns.rrset
 import pytest
 
 from certbot_dane import dnsio
-
-Reply = Callable[[dns.message.Message], list[tuple[float, dns.message.Message]]]
-
-
-class Server:
-    """A UDP server on 127.0.0.1: ``reply(query)`` gives (delay, response) pairs.
-
-    Counts the most questions it held unanswered at once.
-    """
-
-    def __init__(self, reply: Reply) -> None:
-        self.reply = reply
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.address = ("127.0.0.1", int(self.sock.getsockname()[1]))
-        self.pending: list[tuple[float, bytes, tuple]] = []
-        self.most_open = 0
-        self.questions = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                wire, peer = self.sock.recvfrom(65535)
-                self.questions += 1
-                now = time.monotonic()
-                for delay, response in self.reply(dns.message.from_wire(wire)):
-                    self.pending.append((now + delay, response.to_wire(), peer))
-            except TimeoutError:
-                pass
-            self.most_open = max(self.most_open, len({p for _, _, p in self.pending}))
-            now = time.monotonic()
-            for item in sorted(i for i in self.pending if i[0] <= now):
-                self.sock.sendto(item[1], item[2])
-                self.pending.remove(item)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
+from tests.netfakes import Reply, ScriptedDns
 
 
 @pytest.fixture
-def server() -> Iterator[Callable[[Reply], Server]]:
-    started: list[Server] = []
+def server() -> Iterator[Callable[[Reply], ScriptedDns]]:
+    started: list[ScriptedDns] = []
 
-    def start(reply: Reply) -> Server:
-        started.append(Server(reply))
+    def start(reply: Reply) -> ScriptedDns:
+        started.append(ScriptedDns(reply))
         return started[-1]
 
     yield start
@@ -83,7 +38,7 @@ def txt(response: object) -> str:
     return response.answer[0][0].strings[0].decode()
 
 
-def questions(server: Server, count: int) -> list[tuple[dns.message.Message, dnsio.Address]]:
+def questions(server: ScriptedDns, count: int) -> list[tuple[dns.message.Message, dnsio.Address]]:
     return [
         (dns.message.make_query(f"q{i}.example.", dns.rdatatype.TXT), server.address)
         for i in range(count)
@@ -91,7 +46,7 @@ def questions(server: Server, count: int) -> list[tuple[dns.message.Message, dns
 
 
 def test_answers_arriving_out_of_order_are_matched_to_their_questions(
-    server: Callable[[Reply], Server],
+    server: Callable[[Reply], ScriptedDns],
 ) -> None:
     def late_first(query: dns.message.Message) -> list[tuple[float, dns.message.Message]]:
         index = int(query.question[0].name.labels[0][1:])
@@ -102,7 +57,7 @@ def test_answers_arriving_out_of_order_are_matched_to_their_questions(
     assert [txt(a) for a in answers] == [f"a{i}" for i in range(5)]
 
 
-def test_an_answer_to_another_question_is_ignored(server: Callable[[Reply], Server]) -> None:
+def test_an_answer_to_another_question_is_ignored(server: Callable[[Reply], ScriptedDns]) -> None:
     def decoy_first(query: dns.message.Message) -> list[tuple[float, dns.message.Message]]:
         decoy = dns.message.make_query("other.example.", dns.rdatatype.TXT)
         decoy.id = query.id  # right ID, wrong question
@@ -115,7 +70,7 @@ def test_an_answer_to_another_question_is_ignored(server: Callable[[Reply], Serv
 
 
 def test_a_silent_server_times_out_without_hiding_other_answers(
-    server: Callable[[Reply], Server],
+    server: Callable[[Reply], ScriptedDns],
 ) -> None:
     s = server(lambda query: [(0.0, answer(query, "ok"))])
     silent = server(lambda query: [])
@@ -126,14 +81,16 @@ def test_a_silent_server_times_out_without_hiding_other_answers(
     assert silent.questions == 2
 
 
-def test_no_more_than_the_limit_are_in_flight(server: Callable[[Reply], Server]) -> None:
+def test_no_more_than_the_limit_are_in_flight(server: Callable[[Reply], ScriptedDns]) -> None:
     s = server(lambda query: [(0.05, answer(query, "ok"))])
     answers = dnsio.exchange(questions(s, 9), timeout=2, limit=3)
     assert [txt(a) for a in answers] == ["ok"] * 9
     assert 1 <= s.most_open <= 3
 
 
-def test_an_unreachable_address_is_an_error_in_its_slot(server: Callable[[Reply], Server]) -> None:
+def test_an_unreachable_address_is_an_error_in_its_slot(
+    server: Callable[[Reply], ScriptedDns],
+) -> None:
     s = server(lambda query: [(0.0, answer(query, "ok"))])
     query = dns.message.make_query("x.example.", dns.rdatatype.TXT)
     answers = dnsio.exchange([(query, ("not-an-address", 53)), *questions(s, 1)], timeout=1)

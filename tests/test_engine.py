@@ -13,7 +13,7 @@ from certbot_dane.state import Settings
 from certbot_dane.tlsa import Record
 from tests.certs import FakeLineage
 from tests.fakes import Crash, FakeDNS, FakeObserver, FakeStore
-from tests.farm import count_steps
+from tests.farm import count_steps, records_of
 
 NAME = "mail.example.com"
 OWNER = "_25._tcp.mail.example.com."
@@ -56,12 +56,7 @@ class Env:
         return (Path(self.settings.directory) / NAME / "fullchain.pem").read_bytes()
 
     def records_of(self, n: int) -> set[Record]:
-        data = state.load(self.config, NAME)
-        assert data is not None
-        for v in (data.rollover.served, data.rollover.pending):
-            if v is not None and v.number == n:
-                return set(v.records)
-        raise AssertionError(f"version {n} unknown")
+        return records_of(self.config, NAME, n)
 
     def settle(self, checks: int = 10) -> None:
         """Checks with time passing until nothing is pending."""

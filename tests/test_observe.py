@@ -8,8 +8,6 @@ unique per test because the lab is shared by the session.
 from __future__ import annotations
 
 import secrets
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -29,6 +27,7 @@ from certbot_dane.observe import (
 from certbot_dane.tlsa import Record
 from tests.lab.lab import Lab
 from tests.lab.process import free_port
+from tests.netfakes import ScriptedDns
 
 # Address parsing ----------------------------------------------------------------
 
@@ -101,34 +100,11 @@ def closed_port(lab: Lab) -> tuple[str, int]:
     return ("127.0.0.1", free_port({lab.bind_port, lab.resolver_port}, udp=True))
 
 
-class FakeAuthority:
+class FakeAuthority(ScriptedDns):
     """A UDP name server on loopback that answers every query with ``answer(query)``."""
 
     def __init__(self, answer: Callable[[dns.message.Message], dns.message.Message]) -> None:
-        self.answer = answer
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.address = ("127.0.0.1", int(self.sock.getsockname()[1]))
-        self.questions = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                wire, peer = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            self.questions += 1
-            query = dns.message.from_wire(wire)
-            self.sock.sendto(self.answer(query).to_wire(), peer)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
+        super().__init__(lambda query: [(0.0, answer(query))])
 
 
 def soa(zone: str = "dane.test.", ttl: int = 2, minimum: int = 2) -> dns.rrset.RRset:
