@@ -46,6 +46,7 @@ def issued_served_probed(dep: D) -> Iterator[D]:
         wait_probe_ok(dep, service)
         prober = Prober(dep.host, service.port, dep.lab.resolver, dep.owner, interval_ms=300)
         dep.prober = prober  # type: ignore[attr-defined]
+        dep.service = service  # type: ignore[attr-defined]
         with prober:
             yield dep
 
@@ -63,7 +64,11 @@ def assert_no_probe_failures(dep: Deployment) -> None:
     prober.stop()
     failures = prober.failures
     assert prober.successes, "the probe never ran"
-    assert failures == [], f"DANE probe failures: {failures[:5]}"
+    service: DaneService = dep.service  # type: ignore[attr-defined]
+    assert failures == [], (
+        f"DANE probe failures: {failures[:5]}; the service had {service.load_errors} load "
+        f"error(s), {service.handshake_errors} handshake error(s), last: {service.last_error}"
+    )
 
 
 def roll_over_with_a_new_key(dep: Deployment) -> None:

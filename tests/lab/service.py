@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,8 @@ class DaneService:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._scratch_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._scratch = ""
 
     def __enter__(self) -> DaneService:
         self.start()
@@ -57,6 +60,8 @@ class DaneService:
         return self.directory / "privkey.pem"
 
     def start(self) -> None:
+        self._scratch_dir = tempfile.TemporaryDirectory(prefix="dane-service-")
+        self._scratch = self._scratch_dir.name
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
@@ -79,6 +84,9 @@ class DaneService:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._scratch_dir is not None:
+            self._scratch_dir.cleanup()
+            self._scratch_dir = None
 
     def _serve(self) -> None:
         assert self._sock is not None
@@ -94,12 +102,18 @@ class DaneService:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _context(self) -> ssl.SSLContext:
-        # One file holding key and chain, read in one open, as Postfix reads
-        # smtpd_tls_chain_files: a switch between two opens cannot split it.
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         combined = self.directory / "combined.pem"
         if combined.exists():
-            context.load_cert_chain(str(combined))
+            # One file holding key and chain, read in one open, as Postfix
+            # reads smtpd_tls_chain_files: a switch cannot split it. Python's
+            # ssl opens a path twice (the chain, then the key), so it is given
+            # a private copy of what the one read returned.
+            data = combined.read_bytes()
+            with tempfile.NamedTemporaryFile(dir=self._scratch, suffix=".pem") as snapshot:
+                snapshot.write(data)
+                snapshot.flush()
+                context.load_cert_chain(snapshot.name)
         else:
             context.load_cert_chain(str(self.fullchain), str(self.privkey))
         return context
