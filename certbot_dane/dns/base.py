@@ -78,19 +78,27 @@ class RecordStore(abc.ABC):
 
     def list_many(self, owners: Sequence[str]) -> Views:
         """:meth:`list` for each owner."""
-        return [_attempt(self.list, owner) for owner in owners]
+        return [outcome(self.list, owner) for owner in owners]
 
     def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
         """:meth:`add` for each (records, ttl) item; None where it succeeded."""
-        return [_attempt(self.add, records, ttl) for records, ttl in items]
+        return [outcome(self.add, records, ttl) for records, ttl in items]
 
     def delete_many(self, items: Sequence[Iterable[Record]]) -> Outcomes:
         """:meth:`delete` for each item of records; None where it succeeded."""
-        return [_attempt(self.delete, records) for records in items]
+        return [outcome(self.delete, records) for records in items]
 
 
-def _attempt(operation: Callable[..., _T], *args: object) -> _T | StoreError:
+def outcome(operation: Callable[..., _T], *args: object) -> _T | StoreError:
+    """The operation's result, or the StoreError it raised: one result per item."""
     try:
         return operation(*args)
     except StoreError as err:
         return err
+
+
+def raise_first(errors: Iterable[StoreError | None]) -> None:
+    """Raise the first error of a ``*_many`` result (a single item's call)."""
+    for error in errors:
+        if error is not None:
+            raise error

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import requests
 
 from ..tlsa import Record
-from .base import Outcomes, RecordStore, RRsetView, StoreConfigError, StoreError, by_owner
+from .base import (
+    Outcomes,
+    RecordStore,
+    RRsetView,
+    StoreConfigError,
+    StoreError,
+    by_owner,
+    outcome,
+)
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -365,7 +373,7 @@ class CloudflareStore(RecordStore):
     ) -> Outcomes:
         results: Outcomes = [None] * len(items)
         if len(items) <= 1:
-            return [_attempt(one_by_one, i) for i in range(len(items))]
+            return [outcome(one_by_one, i) for i in range(len(items))]
         # zone -> item -> the item's owners in that zone
         zones: dict[str, dict[int, _Wanted]] = {}
         for index, owners in enumerate(items):
@@ -398,7 +406,7 @@ class CloudflareStore(RecordStore):
                     logger.debug("cloudflare: batch failed, one by one instead: %s", err.reason)
                     again |= {index for index, _ in chunk}
         for index in sorted(again):
-            results[index] = _attempt(one_by_one, index)
+            results[index] = outcome(one_by_one, index)
         return results
 
     @staticmethod
@@ -423,39 +431,29 @@ class CloudflareStore(RecordStore):
         return deletes
 
     def _zone_entries(self, zone: str) -> _Present:
-        """Every TLSA record of the zone, by API name: one listing for all owners."""
-        found: _Present = {}
-        what = "list the zone's TLSA records"
-        path = f"/zones/{zone}/dns_records"
-        try:
-            for item in self.api.pages(path, {"type": "TLSA"}, self.per_page):
-                if not isinstance(item, dict):
-                    raise _ApiError("malformed answer: a record is not an object")
-                if item.get("type") != "TLSA":
-                    continue
-                name = str(item.get("name", "")).lower()
-                found.setdefault(name, []).append(_entry(f"{name}.", item))
-        except _ApiError as err:
-            raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
-        return found
+        """Every TLSA record of the zone: one listing for all owners."""
+        return self._listed(zone, "list the zone's TLSA records")
 
     def _entries(self, owner: str, what: str) -> builtins.list[_Entry]:
         """Every TLSA record at ``owner`` with its id and TTL, across all pages."""
-        zone = self.zone_id(owner, what)
         name = _api_name(owner)
-        entries = []
+        return self._listed(self.zone_id(owner, what), what, name).get(name, [])
+
+    def _listed(self, zone: str, what: str, name: str | None = None) -> _Present:
+        """The zone's TLSA records (only those at API name ``name`` if given), by name."""
+        params = {"type": "TLSA"} if name is None else {"type": "TLSA", "name": name}
+        found: _Present = {}
         try:
-            for item in self.api.pages(
-                f"/zones/{zone}/dns_records", {"type": "TLSA", "name": name}, self.per_page
-            ):
+            for item in self.api.pages(f"/zones/{zone}/dns_records", params, self.per_page):
                 if not isinstance(item, dict):
                     raise _ApiError("malformed answer: a record is not an object")
-                if item.get("type") != "TLSA" or str(item.get("name", "")).lower() != name:
+                listed = str(item.get("name", "")).lower()
+                if item.get("type") != "TLSA" or name not in (None, listed):
                     continue
-                entries.append(_entry(owner, item))
+                found.setdefault(listed, []).append(_entry(f"{listed}.", item))
         except _ApiError as err:
             raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
-        return entries
+        return found
 
 
 def read_credentials(path: str) -> dict[str, str]:
@@ -495,14 +493,6 @@ def _body(owner: str, record: Record, ttl: int) -> dict[str, Any]:
 def _chunks(items: builtins.list[_T], size: int) -> Iterator[builtins.list[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _attempt(operation: Callable[[int], None], index: int) -> StoreError | None:
-    try:
-        operation(index)
-    except StoreError as err:
-        return err
-    return None
 
 
 def _api_name(owner: str) -> str:

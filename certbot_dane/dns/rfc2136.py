@@ -52,6 +52,7 @@ from .base import (
     StoreError,
     Views,
     by_owner,
+    raise_first,
 )
 
 if TYPE_CHECKING:
@@ -228,10 +229,10 @@ class Rfc2136Store(RecordStore):
     # Updates --------------------------------------------------------------
 
     def add(self, records: Iterable[Record], ttl: int) -> None:
-        _raise_first(self.add_many([(records, ttl)]))
+        raise_first(self.add_many([(records, ttl)]))
 
     def delete(self, records: Iterable[Record]) -> None:
-        _raise_first(self.delete_many([records]))
+        raise_first(self.delete_many([records]))
 
     def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
         changes = [[_Change(r, ttl) for r in records] for records, ttl in items]
@@ -369,12 +370,6 @@ def _raise(value: _T | StoreError) -> _T:
     if isinstance(value, StoreError):
         raise value
     return value
-
-
-def _raise_first(errors: list[StoreError | None]) -> None:
-    for error in errors:
-        if error is not None:
-            raise error
 
 
 def read_credentials(path: str) -> dict[str, str]:

@@ -40,7 +40,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TLSA
 
 from ..tlsa import Record
-from .base import Outcomes, RecordStore, RRsetView, StoreError
+from .base import Outcomes, RecordStore, RRsetView, StoreError, raise_first
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -290,10 +290,10 @@ class Route53Store(RecordStore):
     # Changing -------------------------------------------------------------
 
     def add(self, records: Iterable[Record], ttl: int) -> None:
-        _raise_first(self.add_many([(records, ttl)]))
+        raise_first(self.add_many([(records, ttl)]))
 
     def delete(self, records: Iterable[Record]) -> None:
-        _raise_first(self.delete_many([records]))
+        raise_first(self.delete_many([records]))
 
     def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
         return self._change_many("add", [(_normal(r), [], ttl) for r, ttl in items])
@@ -480,12 +480,6 @@ def _batches(changes: dict[str, list[dict[str, Any]]]) -> Iterator[list[str]]:
         chars += size
     if group:
         yield group
-
-
-def _raise_first(errors: list[StoreError | None]) -> None:
-    for error in errors:
-        if error is not None:
-            raise error
 
 
 def _normal(records: Iterable[Record]) -> list[Record]:
