@@ -21,7 +21,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from . import durable
@@ -59,43 +58,10 @@ def stage(directory: str | Path, lineage: str, number: int, sources: dict[str, P
     The copy is built in a temporary directory and renamed into place, so a
     version directory either exists complete or not at all.
     """
-    final = lineage_dir(directory, lineage) / VERSIONS / str(number)
-    tmp = _build(directory, lineage, number, sources, sync=True)
-    if tmp is None:
-        return final
-    try:
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(final.parent)
-    return final
-
-
-def _build(
-    directory: str | Path, lineage: str, number: int, sources: dict[str, Path], sync: bool
-) -> Path | None:
-    """The version's copy in a temporary directory (None: already staged)."""
-    missing = [k for k in KINDS if k not in sources or not Path(sources[k]).is_file()]
-    if missing:
-        raise DaneDirError(
-            f"lineage {lineage}: version {number} lacks {', '.join(missing)} in the archive"
-        )
-    versions = ensure(directory, lineage) / VERSIONS
-    if (versions / str(number)).is_dir():
-        return None
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{number}-", dir=versions))
-    try:
-        for kind in KINDS:
-            _write(tmp / f"{kind}.pem", Path(sources[kind]).read_bytes(), sync)
-        key, chain = (Path(sources[k]).read_bytes() for k in ("privkey", "fullchain"))
-        _write(tmp / f"{COMBINED}.pem", key.rstrip(b"\n") + b"\n" + chain, sync)
-        if sync:
-            fsync_dir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return tmp
+    error = stage_many([(directory, lineage, number, sources)])[0]
+    if error is not None:
+        raise error
+    return lineage_dir(directory, lineage) / VERSIONS / str(number)
 
 
 Staging = tuple[str | Path, str, int, dict[str, Path]]
@@ -104,19 +70,17 @@ Staging = tuple[str | Path, str, int, dict[str, Path]]
 def stage_many(items: list[Staging]) -> list[Exception | None]:
     """:func:`stage` for many (directory, lineage, number, sources) at once.
 
-    Every copy is written first, then all are made durable together, then
-    each is renamed into place: the same order as :func:`stage`, with one
-    flush for all instead of seven fsyncs per version. The result holds the
-    error of each item that failed (None where it was staged).
+    Every copy is written first, then all are made durable together
+    (:func:`durable.flush`), then each is renamed into place and the renames
+    are made durable. The result holds the error of each item that failed
+    (None where it was staged).
     """
-    if len(items) <= 1:
-        return [_attempt(stage, *item) for item in items]
     results: list[Exception | None] = [None] * len(items)
     built: list[tuple[int, Path, Path]] = []
     try:
         for index, (directory, lineage, number, sources) in enumerate(items):
             try:
-                tmp = _build(directory, lineage, number, sources, sync=False)
+                tmp = _build(directory, lineage, number, sources)
             except (DaneDirError, OSError) as err:
                 results[index] = err
                 continue
@@ -135,23 +99,36 @@ def stage_many(items: list[Staging]) -> list[Exception | None]:
     return results
 
 
-def _attempt(function: Callable[..., object], *args: object) -> Exception | None:
+def _build(
+    directory: str | Path, lineage: str, number: int, sources: dict[str, Path]
+) -> Path | None:
+    """The version's copy in a temporary directory (None: already staged)."""
+    missing = [k for k in KINDS if k not in sources or not Path(sources[k]).is_file()]
+    if missing:
+        raise DaneDirError(
+            f"lineage {lineage}: version {number} lacks {', '.join(missing)} in the archive"
+        )
+    versions = ensure(directory, lineage) / VERSIONS
+    if (versions / str(number)).is_dir():
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{number}-", dir=versions))
     try:
-        function(*args)
-    except (DaneDirError, OSError) as err:
-        return err
-    return None
+        for kind in KINDS:
+            _write(tmp / f"{kind}.pem", Path(sources[kind]).read_bytes())
+        key, chain = (Path(sources[k]).read_bytes() for k in ("privkey", "fullchain"))
+        _write(tmp / f"{COMBINED}.pem", key.rstrip(b"\n") + b"\n" + chain)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
 
 
-def _write(target: Path, data: bytes, sync: bool = True) -> None:
+def _write(target: Path, data: bytes) -> None:
     secret = target.name in ("privkey.pem", f"{COMBINED}.pem")
     mode = 0o600 if secret else 0o644
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        if sync:
-            os.fsync(handle.fileno())
 
 
 def staged_files(directory: str | Path, lineage: str, number: int) -> dict[str, Path]:

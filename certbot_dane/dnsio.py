@@ -31,11 +31,20 @@ MAX_IN_FLIGHT = 256
 
 
 def in_flight_limit() -> int:
-    """At most a quarter of the descriptors this process may open."""
+    """Sockets open at once (see :func:`descriptor_share`)."""
+    return descriptor_share(MAX_IN_FLIGHT)
+
+
+def descriptor_share(most: int) -> int:
+    """A quarter of the descriptors this process may open, between 1 and ``most``.
+
+    A check of many lineages holds a lock file per lineage and a socket per
+    question in flight: each takes at most a quarter, leaving the rest.
+    """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        return MAX_IN_FLIGHT
-    return max(1, min(MAX_IN_FLIGHT, soft // 4))
+        return most
+    return max(1, min(most, soft // 4))
 
 
 def exchange(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import resource
 import shlex
 import subprocess
 import time
@@ -37,7 +36,7 @@ from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-from . import danedir, durable, rollover, state, tlsa
+from . import danedir, dnsio, durable, rollover, state, tlsa
 from .dns import RecordStore, StoreError, open_store
 from .dns.base import by_owner
 from .lineage import LineageError, live_version, version_files, version_records
@@ -91,12 +90,8 @@ FILE_WORKERS = 8
 
 def batch_size() -> int:
     """Lineages checked together: each holds its lock (a file descriptor) for the
-    whole run, next to the sockets of the DNS questions, so at most a quarter
-    of the descriptors this process may open, and at most :data:`MAX_BATCH`."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return MAX_BATCH
-    return max(1, min(MAX_BATCH, soft // 4))
+    whole run, next to the sockets of the DNS questions."""
+    return dnsio.descriptor_share(MAX_BATCH)
 
 
 class ReloadError(Exception):
@@ -309,8 +304,7 @@ class Engine:
             ctx.data.last_check = now
         state.save_many(self.config_dir, [ctx.data for ctx in changed])
         for ctx in changed:
-            ctx.saved = _Mark(ctx.data)
-            ctx.refresh = False
+            ctx.written()
 
     def _retarget(self, data: LineageFile) -> None:
         """New targets: recompute the records of the versions already known."""
@@ -693,6 +687,10 @@ class _Context:
             return
         self.data.last_check = self.engine.clock()
         state.save(self.engine.config_dir, self.data)
+        self.written()
+
+    def written(self) -> None:
+        """The state file now holds :attr:`data`."""
         self.saved = _Mark(self.data)
         self.refresh = False
 

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -172,20 +172,34 @@ def from_json(text: str) -> LineageFile:
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write via a temp file in the same directory, fsync, rename, fsync dir."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    atomic_write_many([(path, data)], mode)
+
+
+def atomic_write_many(items: Sequence[tuple[Path, bytes]], mode: int = 0o600) -> None:
+    """:func:`atomic_write` for several files, made durable together.
+
+    Every file is written to a temporary file beside it; only once all of
+    them are durable (:func:`durable.flush`) are they renamed into place, and
+    the renames are made durable in turn.
+    """
+    temps: list[tuple[Path, Path]] = []
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        for path, data in items:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            temps.append((Path(name), path))
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), mode)
+                handle.write(data)
+        durable.flush(tmp for tmp, _ in temps)
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for tmp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    durable.flush({path.parent for _, path in temps})
 
 
 def fsync_dir(directory: Path) -> None:
@@ -197,34 +211,10 @@ def fsync_dir(directory: Path) -> None:
 
 
 def save_many(config_dir: str | Path, datas: list[LineageFile]) -> None:
-    """:func:`save` for many lineages: written, then made durable together.
-
-    Each file is still replaced by a rename of a complete temporary file, and
-    the renames happen only once every temporary file is durable.
-    """
-    if len(datas) < durable.BATCH_MIN:
-        for data in datas:
-            atomic_write(state_path(config_dir, data.lineage), to_json(data).encode("utf-8"))
-        return
-    directory = state_dir(config_dir)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temps: list[tuple[Path, Path]] = []
-    try:
-        for data in datas:
-            fd, name = tempfile.mkstemp(prefix=f".{data.lineage}.json.", dir=directory)
-            temps.append((Path(name), state_path(config_dir, data.lineage)))
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(to_json(data).encode("utf-8"))
-        durable.flush(tmp for tmp, _ in temps)
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in temps:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        raise
-    durable.flush([directory])
+    """:func:`save` for many lineages: written, then made durable together."""
+    atomic_write_many(
+        [(state_path(config_dir, d.lineage), to_json(d).encode("utf-8")) for d in datas]
+    )
 
 
 def load(config_dir: str | Path, lineage: str) -> LineageFile | None:

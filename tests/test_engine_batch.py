@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from certbot_dane import danedir, durable, engine, state
+from certbot_dane import danedir, dnsio, durable, engine, state
 from certbot_dane.engine import Engine, Result
 from tests.fakes import Crash
 from tests.farm import Farm, count_steps
@@ -97,11 +97,11 @@ def test_lineages_are_checked_in_batches_bounded_by_the_descriptor_limit(
 
 
 def test_batch_size_follows_the_descriptor_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine.resource, "getrlimit", lambda _which: (1024, 4096))
+    monkeypatch.setattr(dnsio.resource, "getrlimit", lambda _which: (1024, 4096))
     assert engine.batch_size() == engine.MAX_BATCH
-    monkeypatch.setattr(engine.resource, "getrlimit", lambda _which: (256, 4096))
+    monkeypatch.setattr(dnsio.resource, "getrlimit", lambda _which: (256, 4096))
     assert engine.batch_size() == 64
-    monkeypatch.setattr(engine.resource, "getrlimit", lambda _which: (2, 4096))
+    monkeypatch.setattr(dnsio.resource, "getrlimit", lambda _which: (2, 4096))
     assert engine.batch_size() == 1
 
 
