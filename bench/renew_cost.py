@@ -235,8 +235,8 @@ def _in_process_queries(config: Path, names: list[str]) -> int:
         observers.append(obs)
         return obs
 
-    def store(settings: state.Settings):  # type: ignore[no-untyped-def]
-        opened = default_store(settings)
+    def store(settings: state.Settings, config_dir: str):  # type: ignore[no-untyped-def]
+        opened = default_store(settings, config_dir)
         stores.append(opened)
         return opened
 

@@ -30,14 +30,14 @@ import logging
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 from . import danedir, dnsio, durable, rollover, state, tlsa
-from .dns import RecordStore, StoreError, open_store
+from .dns import RecordStore, SoftStoreError, StoreError, open_store
 from .dns.base import by_owner
 from .lineage import LineageError, live_version, version_files, version_records
 from .observe import (
@@ -120,12 +120,13 @@ class Result:
 
 _T = TypeVar("_T")
 _A = TypeVar("_A", Publish, Retire)
-StoreFactory = Callable[[Settings], RecordStore]
+#: Builds a lineage's store from its settings and certbot's config directory.
+StoreFactory = Callable[[Settings, str], RecordStore]
 ObserverFactory = Callable[[Settings], Observer]
 
 
-def default_store(settings: Settings) -> RecordStore:
-    return open_store(settings)
+def default_store(settings: Settings, config_dir: str) -> RecordStore:
+    return open_store(settings, config_dir)
 
 
 def default_observer(settings: Settings) -> Observer:
@@ -270,8 +271,8 @@ class Engine:
         message = str(err) if not isinstance(err, OSError) else f"{err.strerror}: {err}"
         ctx.stopped = True
         ctx.advance(Failed(message))
-        if getattr(err, "soft", False):
-            # A soft error by the program's own word: retried next run,
+        if isinstance(err, SoftStoreError):
+            # Transient by the backend's own word: retried next run,
             # shown by status, but it does not fail this run.
             ctx.data.note("retry", message, self.clock())
             ctx.result.waiting = f"retrying after a soft error: {message}"
@@ -490,15 +491,12 @@ class Engine:
         for store, group in _by_store(items):
             records = [action.records for _, action in group]
             contexts = [ctx for ctx, _ in group]
-            errors: Sequence[Exception | None] | None
-            if getattr(store, "wants_live", False):
-                # The exec contract tells the program which record must stay up.
-                errors = [
-                    self._retire_one(store, ctx, gone)
-                    for ctx, gone in zip(contexts, records, strict=True)
-                ]
-            else:
-                errors = self._together(contexts, store.delete_many, records)
+            # The records that stay: a store may wait for them to be up.
+            deletions = [
+                (gone, ctx.data.rollover.wanted())
+                for ctx, gone in zip(contexts, records, strict=True)
+            ]
+            errors = self._together(contexts, store.delete_many, deletions)
             if errors is None:
                 continue
             for ctx, gone, error in zip(contexts, records, errors, strict=True):
@@ -508,17 +506,6 @@ class Engine:
                 ctx.advance(Retired(gone))
                 ctx.data.note("retired", _list(gone), self.clock())
                 ctx.result.steps.append(f"retired {len(gone)} record(s)")
-
-    @staticmethod
-    def _retire_one(
-        store: RecordStore, ctx: _Context, records: frozenset[tlsa.Record]
-    ) -> Exception | None:
-        served = ctx.data.rollover.served
-        try:
-            store.delete(records, live=served.records if served else ())  # type: ignore[call-arg]
-        except RETRYABLE as err:
-            return err
-        return None
 
     def _jointly(
         self, contexts: list[_Context], call: Callable[..., object], *args: object
@@ -730,11 +717,7 @@ class _Shared:
     def store(self, settings: Settings) -> RecordStore:
         key = _store_key(settings)
         if key not in self._stores:
-            store = self.engine.store_factory(settings)
-            if hasattr(store, "letsencrypt_dir"):
-                # The exec contract's LETSENCRYPT_DIR is certbot's config dir.
-                store.letsencrypt_dir = str(self.engine.config_dir)
-            self._stores[key] = store
+            self._stores[key] = self.engine.store_factory(settings, str(self.engine.config_dir))
         return self._stores[key]
 
     def observer(self, settings: Settings) -> Observer:

@@ -66,7 +66,7 @@ def from_options(options: dict[str, Any], config: Any, name: str | None) -> Sett
         api_url=_url(options.get("api_url")),
     )
     try:
-        stores.open_store(settings)
+        stores.open_store(settings, config.config_dir)
     except stores.StoreConfigError as err:
         raise SettingsError(str(err)) from None
     return settings

@@ -101,6 +101,9 @@ class FakeCloudflare:
             def do_DELETE(self) -> None:
                 fake._handle(self, "DELETE")
 
+            def do_PATCH(self) -> None:
+                fake._handle(self, "PATCH")
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -265,6 +268,8 @@ class FakeCloudflare:
                 return _ok(self._batch(zone_id, body))
             if len(parts) == 4 and method == "DELETE":
                 return self._delete(zone_id, parts[3])
+            if len(parts) == 4 and method == "PATCH":
+                return _ok(self._patch(zone_id, parts[3], body))
         raise _error(405, 10405, f"Method {method} not allowed for this route")
 
     def _list_zones(self, query: dict[str, str]) -> dict[str, Any]:
@@ -321,6 +326,20 @@ class FakeCloudflare:
         }
         self.records[zone_id][record_id] = record
         return record
+
+    def _patch(self, zone_id: str, record_id: str, body: Any) -> dict[str, Any]:
+        """Update DNS Record (PATCH): only the TTL is emulated."""
+        record = self.records[zone_id].get(record_id)
+        if record is None:
+            raise _error(404, 81044, "Record does not exist.")
+        if not isinstance(body, dict) or set(body) - {"ttl"}:
+            raise _error(400, 9207, "Request body is invalid.")
+        ttl = body.get("ttl", record["ttl"])
+        if not isinstance(ttl, int) or not (ttl == 1 or 60 <= ttl <= 86400):
+            raise _error(400, 9021, "Invalid TTL. Must be between 60 and 86400 seconds, "
+                         "or 1 for Automatic.")
+        record["ttl"] = ttl
+        return dict(record)
 
     def _batch(self, zone_id: str, body: Any) -> dict[str, Any]:
         """Deletes, then posts, in one transaction: all applied or none."""

@@ -36,6 +36,14 @@ class Harness(abc.ABC):
     def backend_records(self, owner: str) -> set[Record]:
         """The TLSA records at ``owner`` as the backend holds them, not via the store."""
 
+    def backend_ttl(self, owner: str) -> int | None:
+        """The TTL of the TLSA RRset at ``owner`` as the backend holds it.
+
+        By default what the store lists; a harness whose store cannot list
+        (exec) asks the backend itself.
+        """
+        return self.store().list(owner).ttl
+
     @abc.abstractmethod
     def failing(self) -> Iterator[tuple[str, RecordStore, tuple[str, ...]]]:
         """(kind, store, operations) that must fail: auth refused, server down,
@@ -160,7 +168,29 @@ def test_failures_are_one_clear_store_error(harness: Harness) -> None:
     assert harness.backend_records(name) == set()
 
 
+def test_retime_changes_the_ttl_and_keeps_the_records(harness: Harness) -> None:
+    name = owner(harness)
+    store, other = harness.store(), harness.other_host()
+    mine, theirs = {record(name, "a1"), record(name, "b2")}, record(name, "c3")
+    other.add({theirs}, 300)
+    store.add(mine, 300)
+    store.retime(mine, 120)
+    assert harness.backend_records(name) == mine | {theirs}
+    assert harness.backend_ttl(name) == 120
+
+
+def test_delete_leaves_the_records_to_keep(harness: Harness) -> None:
+    name = owner(harness)
+    store = harness.store()
+    old, new = record(name, "a1"), record(name, "b2")
+    store.add({old, new}, 300)
+    store.delete({old}, keep={new})
+    assert harness.backend_records(name) == {new}
+
+
 __all__ = [
+    "test_delete_leaves_the_records_to_keep",
+    "test_retime_changes_the_ttl_and_keeps_the_records",
     "test_add_then_list",
     "test_add_twice_is_idempotent",
     "test_delete_absent_is_a_no_op",

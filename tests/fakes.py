@@ -49,7 +49,7 @@ class FakeStore(RecordStore):
         self.dns = dns
 
     @classmethod
-    def from_settings(cls, settings: object, timeout: float = 10.0) -> FakeStore:
+    def from_settings(cls, settings: object, config_dir: str, timeout: float = 10.0) -> FakeStore:
         raise NotImplementedError("engine tests hand the store in directly")
 
     def _check(self, what: str) -> None:
@@ -69,12 +69,19 @@ class FakeStore(RecordStore):
             self.dns.ttls[record.owner] = ttl
             self.dns.operations.append(("add", record))
 
-    def delete(self, records: Iterable[Record]) -> None:
+    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
         self._check("delete")
         for record in records:
             self.dns.tick("delete")
             self.dns.zone.get(record.owner, set()).discard(record)
             self.dns.operations.append(("delete", record))
+
+    def retime(self, records: Iterable[Record], ttl: int) -> None:
+        self._check("retime")
+        for record in records:
+            self.dns.tick("retime")
+            self.dns.ttls[record.owner] = ttl
+            self.dns.operations.append(("retime", record))
 
 
 class FakeObserver:

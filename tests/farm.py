@@ -52,7 +52,7 @@ class Farm:
                 self.observers.append(obs)
             return obs
 
-        def store(_settings: Settings) -> FakeStore:
+        def store(_settings: Settings, _config_dir: str) -> FakeStore:
             opened = self.store_class(self.dns)
             with self._lock:
                 self.stores.append(opened)

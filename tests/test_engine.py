@@ -44,7 +44,7 @@ class Env:
         return Engine(
             self.config,
             clock=lambda: self.now,
-            store_factory=lambda _s: FakeStore(self.dns),
+            store_factory=lambda _s, _c: FakeStore(self.dns),
             observer_factory=observer,  # type: ignore[arg-type]
             lock_timeout=5,
         )
@@ -319,10 +319,7 @@ def test_links_moved_to_the_pending_version_by_hand_are_not_a_switch(env: Env) -
 
 
 def test_soft_store_error_is_retried_without_failing(env: Env) -> None:
-    from certbot_dane.dns.base import StoreError
-
-    class Soft(StoreError):
-        soft = True
+    from certbot_dane.dns.base import SoftStoreError as Soft
 
     env.engine().install(NAME, env.settings)
     env.lineage.renew()

@@ -113,7 +113,7 @@ def test_from_credentials_reads_the_lab_ini(lab: Lab, tmp_path: Path) -> None:
     assert (store.server, store.port, store.timeout) == ("127.0.0.1", lab.bind_port, 3)
     # open_store builds the same thing by name
     settings = Settings(targets="311:25", directory=str(tmp_path), credentials=str(path))
-    same = open_store(settings, timeout=4)
+    same = open_store(settings, "/etc/letsencrypt", timeout=4)
     assert isinstance(same, Rfc2136Store)
     assert (same.server, same.port, same.timeout) == ("127.0.0.1", lab.bind_port, 4)
 
@@ -177,7 +177,7 @@ def test_no_credentials_path() -> None:
 def test_unknown_store_name(tmp_path: Path) -> None:
     settings = Settings(targets="311:25", directory=str(tmp_path), store="carrier-pigeon")
     with pytest.raises(StoreConfigError, match="unknown DNS store 'carrier-pigeon'.*--dane-dns"):
-        open_store(settings)
+        open_store(settings, "/etc/letsencrypt")
 
 
 # Zone discovery -----------------------------------------------------------------

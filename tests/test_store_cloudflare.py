@@ -197,7 +197,7 @@ def test_many_items_are_one_listing_and_one_batch(fake: FakeCloudflare) -> None:
         expected = {record(n, "a1"), record(n, "b2")} | ({theirs} if n == names[0] else set())
         assert fake.tlsa(n) == expected
     fake.requests.clear()
-    assert store.delete_many([{record(n, "a1")} for n in names]) == [None] * 5
+    assert store.delete_many([({record(n, "a1")}, ()) for n in names]) == [None] * 5
     (batch,) = fake.seen("POST")
     assert len(batch.body["deletes"]) == 5 and batch.body["posts"] == []
     assert not fake.seen("DELETE")
@@ -230,7 +230,7 @@ def test_without_the_batch_endpoint_records_go_one_by_one() -> None:
         store = store_for(fake)
         assert store.add_many([({record(n, "a1")}, 300) for n in names]) == [None] * 3
         assert all(fake.tlsa(n) == {record(n, "a1")} for n in names)
-        assert store.delete_many([{record(n, "a1")} for n in names]) == [None] * 3
+        assert store.delete_many([({record(n, "a1")}, ()) for n in names]) == [None] * 3
         assert all(fake.tlsa(n) == set() for n in names)
 
 
@@ -396,7 +396,9 @@ def test_secrets_never_in_messages_or_logs(
 def test_email_and_global_key(tmp_path: Path) -> None:
     with FakeCloudflare(token=None, email=EMAIL, api_key=GLOBAL_KEY) as fake:
         ini = write_ini(tmp_path / "cf.ini", email=EMAIL, api_key=GLOBAL_KEY)
-        store = CloudflareStore.from_settings(settings_for(ini, fake.url), timeout=5)
+        store = CloudflareStore.from_settings(
+            settings_for(ini, fake.url), "/etc/letsencrypt", timeout=5
+        )
         name = f"_25._tcp.keyed.{fake.zones[0]}."
         store.add({record(name, "a1")}, 300)
         assert store.list(name).records == {record(name, "a1")}
@@ -408,7 +410,9 @@ def test_email_and_global_key(tmp_path: Path) -> None:
 
 def test_api_token_from_the_ini(tmp_path: Path, fake: FakeCloudflare) -> None:
     ini = write_ini(tmp_path / "cf.ini", api_token=TOKEN)
-    store = CloudflareStore.from_settings(settings_for(ini, fake.url), timeout=5)
+    store = CloudflareStore.from_settings(
+        settings_for(ini, fake.url), "/etc/letsencrypt", timeout=5
+    )
     name = f"_25._tcp.token.{fake.zones[0]}."
     store.add({record(name, "a1")}, 300)
     assert fake.tlsa(name) == {record(name, "a1")}
@@ -429,7 +433,7 @@ def test_both_or_neither_credentials(
 ) -> None:
     ini = write_ini(tmp_path / "cf.ini", **keys)
     with pytest.raises(StoreConfigError) as info:
-        CloudflareStore.from_settings(settings_for(ini, None))
+        CloudflareStore.from_settings(settings_for(ini, None), "/etc/letsencrypt")
     message = str(info.value)
     assert message.startswith(f"cloudflare store: {ini} {expected}")
     assert "dns_cloudflare_api_token" in message and "dns_cloudflare_email" in message
@@ -439,10 +443,13 @@ def test_both_or_neither_credentials(
 
 def test_missing_or_unreadable_credentials(tmp_path: Path) -> None:
     with pytest.raises(StoreConfigError, match="no credentials file"):
-        CloudflareStore.from_settings(Settings(targets="311:25", directory="/x",
-                                               store="cloudflare"))
+        CloudflareStore.from_settings(
+            Settings(targets="311:25", directory="/x", store="cloudflare"), "/etc/letsencrypt"
+        )
     with pytest.raises(StoreConfigError, match="^cloudflare store: "):
-        CloudflareStore.from_settings(settings_for(tmp_path / "absent.ini", None))
+        CloudflareStore.from_settings(
+            settings_for(tmp_path / "absent.ini", None), "/etc/letsencrypt"
+        )
 
 
 def test_world_readable_ini_gets_certbots_warning(
@@ -450,14 +457,14 @@ def test_world_readable_ini_gets_certbots_warning(
 ) -> None:
     ini = write_ini(tmp_path / "cf.ini", mode=0o644, api_token=TOKEN)
     with caplog.at_level(logging.WARNING):
-        CloudflareStore.from_settings(settings_for(ini, None))
+        CloudflareStore.from_settings(settings_for(ini, None), "/etc/letsencrypt")
     assert f"Unsafe permissions on credentials configuration file: {ini}" in caplog.text
     assert TOKEN not in caplog.text
 
 
 def test_default_api_url(tmp_path: Path) -> None:
     ini = write_ini(tmp_path / "cf.ini", api_token=TOKEN)
-    store = CloudflareStore.from_settings(settings_for(ini, None))
+    store = CloudflareStore.from_settings(settings_for(ini, None), "/etc/letsencrypt")
     assert store.api.base_url == DEFAULT_API_URL == "https://api.cloudflare.com/client/v4"
 
 
@@ -473,7 +480,7 @@ def test_from_options_with_explicit_store(tmp_path: Path, fake: FakeCloudflare) 
     settings = from_options(options, config, NAME)
     assert (settings.store, settings.credentials, settings.api_url) == (
         "cloudflare", str(ini), fake.url)
-    store = stores.open_store(settings, timeout=5)
+    store = stores.open_store(settings, "/etc/letsencrypt", timeout=5)
     assert isinstance(store, CloudflareStore)
     name = "_25._tcp.mail.dane.test."
     store.add({record(name, "a1")}, 300)
@@ -488,4 +495,4 @@ def test_store_inferred_from_the_dns_cloudflare_authenticator(tmp_path: Path) ->
     settings = from_options({"tlsa": "311:25"}, config, NAME)
     assert (settings.store, settings.credentials, settings.api_url) == (
         "cloudflare", str(ini), None)
-    assert isinstance(stores.open_store(settings), CloudflareStore)
+    assert isinstance(stores.open_store(settings, "/etc/letsencrypt"), CloudflareStore)

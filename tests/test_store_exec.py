@@ -25,7 +25,7 @@ import dns.rdatatype
 import pytest
 
 from certbot_dane.dns import open_store
-from certbot_dane.dns.base import RecordStore, RRsetView, StoreConfigError
+from certbot_dane.dns.base import RecordStore, RRsetView, SoftStoreError, StoreConfigError
 from certbot_dane.dns.exec import FIXED_PATH, ExecError, ExecStore, split_owner
 from certbot_dane.state import Settings
 from certbot_dane.tlsa import Record
@@ -100,7 +100,7 @@ def exec_settings(lab: Lab, root: Path, command: str, timeout: int = 30) -> Sett
 
 
 def exec_store(lab: Lab, root: Path, command: str, timeout: int = 30) -> ExecStore:
-    store = open_store(exec_settings(lab, root, command, timeout), timeout=5)
+    store = open_store(exec_settings(lab, root, command, timeout), str(root / "config"), timeout=5)
     assert isinstance(store, ExecStore)
     return store
 
@@ -141,6 +141,9 @@ class ExecHarness(Harness):
 
     def backend_records(self, owner: str) -> set[Record]:
         return at_bind(self.lab, owner)[0]
+
+    def backend_ttl(self, owner: str) -> int | None:
+        return at_bind(self.lab, owner)[1]
 
     def failing(self) -> Iterator[tuple[str, RecordStore, tuple[str, ...]]]:
         both = ("add", "delete")
@@ -236,7 +239,7 @@ def test_environment_is_exactly_the_contract(
     old, new = record(owner, "a1"), record(owner, "b2")
     store.add([new], 120)
     store.delete([old])
-    store.delete([old], live=[new, record("_443._tcp.mx.dane.test.", "c3")])
+    store.delete([old], keep=[new, record("_443._tcp.mx.dane.test.", "c3")])
     (publish, argv, cwd), (delete, _, _), (guarded, _, _) = runs(out)
 
     assert set(publish) == CONTRACT | {"TLSA_TTL"}
@@ -341,7 +344,7 @@ def run_with(store: ExecStore, operation: str, code: int) -> None:
     if operation == "publish":
         store.add([rec], 60)
     else:
-        store.delete([rec], live=[record("_25._tcp.exit.dane.test.", "f6")])
+        store.delete([rec], keep=[record("_25._tcp.exit.dane.test.", "f6")])
 
 
 @pytest.mark.parametrize("operation", ["publish", "delete"])
@@ -356,7 +359,7 @@ def test_publish_exit_1_means_already_there(exits: ExecStore) -> None:
 def test_delete_exit_1_means_not_yet(exits: ExecStore) -> None:
     with pytest.raises(ExecError) as info:
         run_with(exits, "delete", 1)
-    assert info.value.exit_code == 1 and not info.value.soft
+    assert info.value.exit_code == 1 and not isinstance(info.value, SoftStoreError)
     assert "not up" in str(info.value) and "last words 1" in str(info.value)
 
 
@@ -366,7 +369,7 @@ def test_error_exit_codes(exits: ExecStore, operation: str, code: int, soft: boo
     with pytest.raises(ExecError) as info:
         run_with(exits, operation, code)
     message = str(info.value)
-    assert (info.value.exit_code, info.value.soft) == (code, soft)
+    assert (info.value.exit_code, isinstance(info.value, SoftStoreError)) == (code, soft)
     assert f"exited {code}" in message and message.endswith(f": last words {code}")
     assert "exit.sh" in message and "exec store" in message and "\n" not in message
     assert ("soft error" in message) == soft
@@ -376,7 +379,7 @@ def test_death_by_signal_is_soft(lab: Lab, tmp_path: Path) -> None:
     program = write_script(tmp_path / "die.sh", "#!/bin/sh\nkill -KILL $$\n")
     with pytest.raises(ExecError) as info:
         exec_store(lab, tmp_path, str(program)).add([record("_25._tcp.x.dane.test.")], 60)
-    assert info.value.soft and info.value.exit_code == 128 + 9
+    assert isinstance(info.value, SoftStoreError) and info.value.exit_code == 128 + 9
     assert "signal 9" in str(info.value)
 
 
@@ -391,7 +394,8 @@ def test_a_hanging_program_is_killed_with_its_children(lab: Lab, tmp_path: Path)
     with pytest.raises(ExecError) as info:
         store.add([record("_25._tcp.hang.dane.test.")], 60)
     assert time.monotonic() - began < 5
-    assert info.value.soft and "killed" in str(info.value) and "1 s" in str(info.value)
+    assert isinstance(info.value, SoftStoreError)
+    assert "killed" in str(info.value) and "1 s" in str(info.value)
     for pid in (int(p) for p in pids.read_text().split()):
         deadline = time.monotonic() + 5
         while alive(pid) and time.monotonic() < deadline:
@@ -430,7 +434,7 @@ def test_bad_commands_are_config_errors(tmp_path: Path, command: str | None) -> 
         targets="311:25", directory=str(tmp_path), store="exec", exec_command=command
     )
     with pytest.raises(StoreConfigError) as info:
-        open_store(settings)
+        open_store(settings, "/etc/letsencrypt")
     assert "exec store" in str(info.value)
 
 
@@ -473,13 +477,13 @@ def test_sample_script_exit_codes(lab: Lab, tmp_path: Path) -> None:
     store.add([old], 60)
     store.add([old], 60)  # exit 1: already there, a success
     with pytest.raises(ExecError) as info:
-        store.delete([old], live=[new])
+        store.delete([old], keep=[new])
     assert info.value.exit_code == 1 and "not served" in str(info.value)
     assert at_bind(lab, name)[0] == {old}
     store.add([new], 60)
-    store.delete([old], live=[new])
+    store.delete([old], keep=[new])
     assert at_bind(lab, name)[0] == {new}
-    store.delete([old], live=[new])  # absent already: done
+    store.delete([old], keep=[new])  # absent already: done
     store.delete([new])
     assert at_bind(lab, name)[0] == set()
 

@@ -377,7 +377,7 @@ def test_many_items_are_one_change_batch_per_zone(harness: Route53Harness) -> No
     for n in names:
         expected = {record(n, "a1"), record(n, "b2")} | ({kept} if n == names[0] else set())
         assert harness.backend_records(n) == expected
-    assert store.delete_many([{record(n, "a1")} for n in names]) == [None] * 5
+    assert store.delete_many([({record(n, "a1")}, ()) for n in names]) == [None] * 5
     assert strict.calls["change_resource_record_sets"] == 2
     assert harness.backend_records(names[0]) == {kept, record(names[0], "b2")}
     assert harness.backend_records(names[4]) == {record(names[4], "b2")}
@@ -631,7 +631,7 @@ def test_settings_with_api_url(
     assert settings.store == "route53"
     assert settings.api_url == moto.url
     assert settings.credentials is None
-    store = open_store(settings, timeout=5)
+    store = open_store(settings, "/etc/letsencrypt", timeout=5)
     assert isinstance(store, Route53Store)
     name = f"_25._tcp.settings-{uuid.uuid4().hex[:8]}.{ZONE}"
     store.add({record(name, "a1")}, 300)
@@ -649,6 +649,6 @@ def test_opening_the_store_sends_nothing(aws_env: None, tmp_path: Path) -> None:
         config = SimpleNamespace(config_dir=str(tmp_path), authenticator=None)
         options = {"tlsa": "311:25", "dns": "route53", "api_url": fake.url}
         settings = settings_mod.from_options(options, config, "mail.example.com")
-        store = open_store(settings)
+        store = open_store(settings, "/etc/letsencrypt")
         assert isinstance(store, Route53Store) and store.endpoint_url == fake.url
         assert fake.requests == []

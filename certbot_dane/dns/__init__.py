@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .base import RecordStore, RRsetView, StoreConfigError, StoreError
+from .base import RecordStore, RRsetView, SoftStoreError, StoreConfigError, StoreError
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -69,12 +69,13 @@ def store_class(store: str) -> type[RecordStore]:
     return cls
 
 
-def open_store(settings: Settings, timeout: float = 10.0) -> RecordStore:
+def open_store(settings: Settings, config_dir: str, timeout: float = 10.0) -> RecordStore:
     """Build the lineage's store; every problem is a :class:`StoreConfigError`.
 
     Opening a store is offline: it reads credentials, it does not connect.
+    ``config_dir`` is certbot's configuration directory.
     """
-    return store_class(settings.store).from_settings(settings, timeout=timeout)
+    return store_class(settings.store).from_settings(settings, str(config_dir), timeout=timeout)
 
 
 __all__ = [
@@ -82,6 +83,7 @@ __all__ = [
     "STORE_SPECS",
     "RRsetView",
     "RecordStore",
+    "SoftStoreError",
     "StoreConfigError",
     "StoreError",
     "StoreSpec",

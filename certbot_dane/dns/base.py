@@ -9,6 +9,12 @@ A check of many lineages hands a store all their work at once through the
 ``*_many`` methods. By default they do one item after another; a store whose
 protocol can do better (one RFC 2136 update per zone, all queries at once)
 overrides them. Each item gets its own result, so one bad item fails alone.
+
+The interface is the whole contract: the engine never asks which store it
+has. What only some stores use is still part of every call (the records
+that stay when others are deleted, certbot's configuration directory), and
+a failure worth retrying quietly is a kind of error (:class:`SoftStoreError`),
+not a flag.
 """
 from __future__ import annotations
 
@@ -31,6 +37,12 @@ class StoreError(Exception):
 
 class StoreConfigError(StoreError):
     """The store cannot be set up (bad or missing credentials, unknown store)."""
+
+
+class SoftStoreError(StoreError):
+    """A transient failure by the backend's own word (the exec program's exit
+    128 or more, a rate limit beyond the store's retry budget): the next check
+    retries it, and this one does not fail because of it."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +73,14 @@ class RecordStore(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> RecordStore:
-        """Build the store from a lineage's settings, offline; StoreConfigError if wrong."""
+    def from_settings(
+        cls, settings: Settings, config_dir: str, timeout: float = 10.0
+    ) -> RecordStore:
+        """Build the store from a lineage's settings, offline; StoreConfigError if wrong.
+
+        ``config_dir`` is certbot's configuration directory (the exec contract
+        hands it to the program as LETSENCRYPT_DIR).
+        """
 
     @abc.abstractmethod
     def list(self, owner: str) -> RRsetView:
@@ -73,8 +91,19 @@ class RecordStore(abc.ABC):
         """Add records next to whatever is there; adding a present record is a no-op."""
 
     @abc.abstractmethod
-    def delete(self, records: Iterable[Record]) -> None:
-        """Delete exactly these records; deleting an absent record is a no-op."""
+    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
+        """Delete exactly these records; deleting an absent record is a no-op.
+
+        ``keep`` are the records that stay at those owner names (the served
+        version's): a store may refuse to delete until they are up (the exec
+        contract's TLSA_LIVE_HASH). It never deletes them.
+        """
+
+    @abc.abstractmethod
+    def retime(self, records: Iterable[Record], ttl: int) -> None:
+        """Give these present records the TTL ``ttl``, with no moment in which
+        any of them is absent (a delete and an add in one atomic change, where
+        the backend keeps the old TTL on a plain add)."""
 
     def list_many(self, owners: Sequence[str]) -> Views:
         """:meth:`list` for each owner."""
@@ -84,9 +113,13 @@ class RecordStore(abc.ABC):
         """:meth:`add` for each (records, ttl) item; None where it succeeded."""
         return [outcome(self.add, records, ttl) for records, ttl in items]
 
-    def delete_many(self, items: Sequence[Iterable[Record]]) -> Outcomes:
-        """:meth:`delete` for each item of records; None where it succeeded."""
-        return [outcome(self.delete, records) for records in items]
+    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
+        """:meth:`delete` for each (records, keep) item; None where it succeeded."""
+        return [outcome(self.delete, records, keep) for records, keep in items]
+
+    def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
+        """:meth:`retime` for each (records, ttl) item; None where it succeeded."""
+        return [outcome(self.retime, records, ttl) for records, ttl in items]
 
 
 def outcome(operation: Callable[..., _T], *args: object) -> _T | StoreError:

@@ -237,7 +237,9 @@ class CloudflareStore(RecordStore):
         self._zone_ids: dict[str, str | None] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> CloudflareStore:
+    def from_settings(
+        cls, settings: Settings, config_dir: str, timeout: float = 10.0
+    ) -> CloudflareStore:
         path = settings.credentials
         if not path:
             raise StoreConfigError(
@@ -324,7 +326,7 @@ class CloudflareStore(RecordStore):
                         continue
                     raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
 
-    def delete(self, records: Iterable[Record]) -> None:
+    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
         for owner, group in by_owner(records).items():
             what = f"delete TLSA records at {owner}"
             wanted = set(group)
@@ -338,6 +340,20 @@ class CloudflareStore(RecordStore):
                 except _ApiError as err:
                     if err.status == 404:
                         continue  # gone already: deleting an absent record is a no-op
+                    raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+
+    def retime(self, records: Iterable[Record], ttl: int) -> None:
+        """Each record's TTL changed in place (PATCH): the record is never absent."""
+        for owner, group in by_owner(records).items():
+            what = f"change the TTL of TLSA records at {owner}"
+            wanted = set(group)
+            stale = [e for e in self._entries(owner, what) if e.record in wanted and e.ttl != ttl]
+            zone = self.zone_id(owner, what) if stale else ""
+            for entry in stale:
+                try:
+                    path = f"/zones/{zone}/dns_records/{entry.id}"
+                    self.api.call("PATCH", path, body={"ttl": ttl})
+                except _ApiError as err:
                     raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
 
     # Many lineages at once ----------------------------------------------
@@ -357,12 +373,12 @@ class CloudflareStore(RecordStore):
             lambda index: self.add(*items[index]),
         )
 
-    def delete_many(self, items: Sequence[Iterable[Record]]) -> Outcomes:
+    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
         """:meth:`add_many` for deletions: the matching records' ids, in batches."""
         return self._in_batches(
-            [{o: (rs, None) for o, rs in by_owner(records).items()} for records in items],
+            [{o: (rs, None) for o, rs in by_owner(records).items()} for records, _ in items],
             self._deletes,
-            lambda index: self.delete(items[index]),
+            lambda index: self.delete(*items[index]),
         )
 
     def _in_batches(

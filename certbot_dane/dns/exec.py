@@ -35,8 +35,8 @@ IFS                space, tab, newline
 Exit codes: 0 done; 1 for publish "already there" (success) and for delete
 "the live record is not up yet" (a retryable :class:`ExecError`, because
 deleting anyway could leave a name with no valid record); 2 to 127 an error;
-128 and above (or death by a signal) a soft error, :class:`ExecError` with
-``soft`` set, which the engine retries on its next run. A program that
+128 and above (or death by a signal) a soft error, :class:`SoftExecError`
+(a :class:`~.base.SoftStoreError`), which the engine retries on its next run. A program that
 outlives ``--dane-exec-timeout`` is killed with its whole process group, so
 no half-finished update keeps running behind the engine's back.
 
@@ -55,7 +55,6 @@ import shlex
 import signal
 import subprocess
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dns.exception
@@ -63,7 +62,7 @@ import dns.name
 import dns.resolver
 
 from ..tlsa import Record
-from .base import RecordStore, RRsetView, StoreConfigError, StoreError
+from .base import RecordStore, RRsetView, SoftStoreError, StoreConfigError, StoreError
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -79,21 +78,25 @@ MAX_REASON = 300
 
 
 class ExecError(StoreError):
-    """The program failed. ``soft`` errors are transient by the program's own word
-    (exit 128 or more): the engine should retry them quietly on its next run."""
+    """The program failed; ``exit_code`` is its exit status, where it had one."""
 
-    def __init__(self, message: str, exit_code: int | None = None, soft: bool = False) -> None:
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-        self.soft = soft
+
+
+class SoftExecError(ExecError, SoftStoreError):
+    """Transient by the program's own word (exit 128 or more, killed): retried quietly."""
+
+
+def _exec_error(message: str, exit_code: int | None = None, soft: bool = False) -> ExecError:
+    return (SoftExecError if soft else ExecError)(message, exit_code)
 
 
 class ExecStore(RecordStore):
     """Runs an administrator's program per record (alnitak's exec contract)."""
 
     name = "exec"
-    #: the engine passes the served records to delete() as ``live``
-    wants_live = True
 
     def __init__(
         self,
@@ -120,10 +123,8 @@ class ExecStore(RecordStore):
         self._zones: dict[str, str] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> ExecStore:
-        """Build from settings. LETSENCRYPT_DIR is the parent of the dane directory
-        (``CONFIG_DIR/dane`` by default), as settings do not carry certbot's
-        config dir; the engine may overwrite :attr:`letsencrypt_dir`."""
+    def from_settings(cls, settings: Settings, config_dir: str, timeout: float = 10.0) -> ExecStore:
+        """Build from settings; certbot's ``config_dir`` is the program's LETSENCRYPT_DIR."""
         if not settings.exec_command:
             raise StoreConfigError('exec store: no program given; pass --dane-exec "PROGRAM ARGS"')
         resolver = None
@@ -138,7 +139,7 @@ class ExecStore(RecordStore):
             settings.exec_command,
             timeout=settings.exec_timeout or DEFAULT_EXEC_TIMEOUT,
             resolver=resolver,
-            letsencrypt_dir=str(Path(settings.directory).parent),
+            letsencrypt_dir=str(config_dir),
             dns_timeout=timeout,
         )
 
@@ -152,16 +153,16 @@ class ExecStore(RecordStore):
         for record in sorted(records):
             self._run("publish", record, {"TLSA_TTL": str(ttl)})
 
-    def delete(self, records: Iterable[Record], live: Iterable[Record] = ()) -> None:
-        """Delete ``records``; ``live`` are the records that replace them.
+    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
+        """Delete ``records``; ``keep`` are the records that replace them.
 
-        For each deleted record, the live record at the same owner with the
+        For each deleted record, the kept record at the same owner with the
         same usage, selector and matching type (the first one in sort order,
         if several) is passed as TLSA_LIVE_HASH, so a program may refuse
-        (exit 1) until it is up. Without ``live`` the variable is absent and
-        the program deletes unconditionally.
+        (exit 1) until it is up. Without one the variable is absent and the
+        program deletes unconditionally.
         """
-        replacements = sorted(live)
+        replacements = sorted(keep)
         for record in sorted(records):
             extra: dict[str, str] = {}
             for candidate in replacements:
@@ -169,6 +170,16 @@ class ExecStore(RecordStore):
                     extra["TLSA_LIVE_HASH"] = candidate.data.lower()
                     break
             self._run("delete", record, extra)
+
+    def retime(self, records: Iterable[Record], ttl: int) -> None:
+        """Publish the records again with the new TLSA_TTL.
+
+        The contract has no operation for a TTL; a program that updates the
+        TTL of a present record on publish makes this work, one that answers
+        "already there" (exit 1) leaves the TTL as it was, and the next audit
+        tries again.
+        """
+        self.add(records, ttl)
 
     # Running the program ------------------------------------------------------
 
@@ -213,19 +224,19 @@ class ExecStore(RecordStore):
                 start_new_session=True,
             )
         except FileNotFoundError:
-            raise ExecError(
+            raise _exec_error(
                 f"exec store: cannot {what}: program {program!r} not found (PATH is "
                 f"{FIXED_PATH}; give --dane-exec a full path)"
             ) from None
         except OSError as err:
-            raise ExecError(
+            raise _exec_error(
                 f"exec store: cannot {what}: cannot run {program!r}: {err.strerror or err}"
             ) from None
         try:
             out, err_out = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            raise ExecError(
+            raise _exec_error(
                 f"exec store: cannot {what}: {program!r} did not finish within "
                 f"{self.timeout:g} s and was killed (raise --dane-exec-timeout if it is slow)",
                 soft=True,
@@ -239,20 +250,20 @@ class ExecStore(RecordStore):
         reason = _last_line(err_out) or _last_line(out)
         tail = f": {reason}" if reason else ""
         if code == 1:
-            raise ExecError(
+            raise _exec_error(
                 f"exec store: cannot {what} yet: {program!r} says the live record "
                 f"(TLSA_LIVE_HASH) is not up{tail}",
                 exit_code=code,
             )
         if code < 0:
-            raise ExecError(
+            raise _exec_error(
                 f"exec store: cannot {what}: {program!r} was killed by signal {-code}{tail}",
                 exit_code=128 - code,
                 soft=True,
             )
         soft = code >= 128
         kind = "soft error, retried next run" if soft else "error"
-        raise ExecError(
+        raise _exec_error(
             f"exec store: cannot {what}: {program!r} exited {code} ({kind}){tail}",
             exit_code=code,
             soft=soft,
@@ -310,7 +321,7 @@ def split_owner(owner: str) -> tuple[str, str, str]:
         or not labels[0][1:].isdigit()
         or not labels[1].startswith("_")
     ):
-        raise ExecError(f"exec store: {owner!r} is not a TLSA owner name (_PORT._PROTO.HOST)")
+        raise _exec_error(f"exec store: {owner!r} is not a TLSA owner name (_PORT._PROTO.HOST)")
     return labels[0][1:], labels[1][1:], ".".join(labels[2:])
 
 
@@ -350,4 +361,4 @@ def _last_line(data: bytes | None) -> str:
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
-__all__ = ["FIXED_PATH", "ExecError", "ExecStore", "split_owner"]
+__all__ = ["FIXED_PATH", "ExecError", "ExecStore", "SoftExecError", "split_owner"]

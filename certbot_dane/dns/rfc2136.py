@@ -103,7 +103,9 @@ class Rfc2136Store(RecordStore):
         self._zones: dict[str, dns.name.Name] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> Rfc2136Store:
+    def from_settings(
+        cls, settings: Settings, config_dir: str, timeout: float = 10.0
+    ) -> Rfc2136Store:
         return cls.from_credentials(settings.credentials, timeout=timeout)
 
     @classmethod
@@ -231,16 +233,28 @@ class Rfc2136Store(RecordStore):
     def add(self, records: Iterable[Record], ttl: int) -> None:
         raise_first(self.add_many([(records, ttl)]))
 
-    def delete(self, records: Iterable[Record]) -> None:
-        raise_first(self.delete_many([records]))
+    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
+        raise_first(self.delete_many([(records, keep)]))
+
+    def retime(self, records: Iterable[Record], ttl: int) -> None:
+        raise_first(self.retime_many([(records, ttl)]))
 
     def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
         changes = [[_Change(r, ttl) for r in records] for records, ttl in items]
         return self._apply(changes, "add", lambda view, rs: set(rs) <= view.records)
 
-    def delete_many(self, items: Sequence[Iterable[Record]]) -> Outcomes:
-        changes = [[_Change(r, None) for r in records] for records in items]
+    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
+        changes = [[_Change(r, None) for r in records] for records, _keep in items]
         return self._apply(changes, "delete", lambda view, rs: not set(rs) & view.records)
+
+    def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
+        """Delete and add each record in one update: Knot keeps an RRset's TTL
+        when a present record is only added again, BIND changes it either way."""
+        changes = [
+            [c for r in records for c in (_Change(r, None), _Change(r, ttl))]
+            for records, ttl in items
+        ]
+        return self._apply(changes, "change the TTL of", lambda view, rs: set(rs) <= view.records)
 
     def _apply(
         self,
@@ -258,7 +272,7 @@ class Rfc2136Store(RecordStore):
             owner: zone for owner, zone in zones.items() if isinstance(zone, StoreError)
         }
         by_zone: dict[dns.name.Name, list[_Change]] = {}
-        for change in sorted({c for item in items for c in item}):
+        for change in sorted({c for item in items for c in item}, key=_Change.order):
             zone = zones[change.record.owner]
             if isinstance(zone, dns.name.Name):
                 by_zone.setdefault(zone, []).append(change)
@@ -342,6 +356,10 @@ class _Change:
     record: Record
     ttl: int | None
 
+    def order(self) -> tuple[Record, bool, int]:
+        """Records in order; a record's delete before its add (a TTL change)."""
+        return self.record, self.ttl is not None, self.ttl or 0
+
 
 #: Bytes of changes per update message: well inside the 64 KiB a DNS message
 #: over TCP can carry, TSIG and the zone section included.
@@ -354,7 +372,8 @@ def _chunks(changes: list[_Change]) -> Iterator[list[_Change]]:
     for change in changes:
         # Owner (uncompressed), type, class, TTL, length, then the rdata.
         cost = len(change.record.owner) + 12 + len(change.record.rdata().to_digestable())
-        if chunk and size + cost > UPDATE_BYTES:
+        # A record's delete and add (a TTL change) stay in one update.
+        if chunk and size + cost > UPDATE_BYTES and change.record != chunk[-1].record:
             yield chunk
             chunk, size = [], 0
         chunk.append(change)

@@ -133,7 +133,9 @@ class Route53Store(RecordStore):
         self._zone_of: dict[str, _Zone] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> Route53Store:
+    def from_settings(
+        cls, settings: Settings, config_dir: str, timeout: float = 10.0
+    ) -> Route53Store:
         """The store for a lineage: Route 53 itself, or ``--dane-api-url``."""
         return cls(settings.api_url or None, timeout=timeout)
 
@@ -292,14 +294,21 @@ class Route53Store(RecordStore):
     def add(self, records: Iterable[Record], ttl: int) -> None:
         raise_first(self.add_many([(records, ttl)]))
 
-    def delete(self, records: Iterable[Record]) -> None:
-        raise_first(self.delete_many([records]))
+    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
+        raise_first(self.delete_many([(records, keep)]))
+
+    def retime(self, records: Iterable[Record], ttl: int) -> None:
+        raise_first(self.retime_many([(records, ttl)]))
 
     def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
         return self._change_many("add", [(_normal(r), [], ttl) for r, ttl in items])
 
-    def delete_many(self, items: Sequence[Iterable[Record]]) -> Outcomes:
-        return self._change_many("delete", [([], _normal(r), None) for r in items])
+    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
+        return self._change_many("delete", [([], _normal(r), None) for r, _keep in items])
+
+    def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
+        """The TTL is the RRset's: one compare-and-swap per owner sets it."""
+        return self._change_many("retime", [(_normal(r), [], ttl) for r, ttl in items])
 
     def _change_many(
         self, verb: str, items: Sequence[tuple[Sequence[Record], Sequence[Record], int | None]]
@@ -448,13 +457,19 @@ class _Edit:
 
     @property
     def what(self) -> str:
-        return f"{self.verb} {len(self.plus) + len(self.minus)} TLSA record(s)"
+        count = len(self.plus) + len(self.minus)
+        if self.verb == "retime":
+            return f"change the TTL of {count} TLSA record(s)"
+        return f"{self.verb} {count} TLSA record(s)"
 
     def changes(self, owner: str, current: _RRset | None) -> list[dict[str, Any]]:
         """The compare-and-swap pair for this owner, or nothing if nothing changes."""
         have = current.records if current else frozenset()
         want = (have | self.plus) - self.minus
-        return [] if want == have else _batch(owner, current, frozenset(want), self.ttl)
+        retimed = self.verb == "retime" and current is not None and current.ttl != self.ttl
+        if want == have and not retimed:
+            return []
+        return _batch(owner, current, frozenset(want), self.ttl)
 
 
 #: Route 53's limits per change batch are 1000 values and 32000 characters of

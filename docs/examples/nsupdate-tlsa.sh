@@ -24,7 +24,8 @@
 #
 # Exit codes (the exec contract):
 #   0    done: published, deleted, or already absent
-#   1    publish: the record is there already;
+#   1    publish: the record is there already, with the TTL asked for
+#        (present with another TTL, it is given the TTL asked for: 0);
 #        delete: the live record (TLSA_LIVE_HASH) is not served yet
 #   2    error: bad config or variables, update refused
 #   128  the server could not be reached (soft: retried on the next run)
@@ -130,17 +131,26 @@ lookup() {
     esac
 }
 
-# served HASH: true when the last lookup saw this record (dig splits and
-# upper-cases long hex data, so it is joined and lowered first).
-served() {
+# served_ttl HASH: print the TTL and succeed when the last lookup saw this
+# record (dig splits and upper-cases long hex data, so it is joined and
+# lowered first).
+served_ttl() {
     printf '%s\n' "$answer" | {
-        while read -r _name _ttl _class type usage selector matching data; do
+        while read -r _name rr_ttl _class type usage selector matching data; do
             [ "$type" = TLSA ] || continue
             data=$(printf '%s' "$data" | tr -d ' \t' | tr 'A-F' 'a-f')
-            [ "$usage $selector $matching $data" = "$params $1" ] && exit 0
+            if [ "$usage $selector $matching $data" = "$params $1" ]; then
+                printf '%s\n' "$rr_ttl"
+                exit 0
+            fi
         done
         exit 1
     }
+}
+
+# served HASH: true when the last lookup saw this record.
+served() {
+    served_ttl "$1" >/dev/null
 }
 
 update() {
@@ -177,8 +187,16 @@ settle() {
 case $TLSA_OPERATION in
     publish)
         lookup
-        served "$TLSA_HASH" && exit 1
-        update "update add $owner ${TLSA_TTL:-$ttl} TLSA $params $TLSA_HASH"
+        want_ttl=${TLSA_TTL:-$ttl}
+        if have_ttl=$(served_ttl "$TLSA_HASH"); then
+            [ "$have_ttl" = "$want_ttl" ] && exit 1
+            # Present with another TTL: delete and add in one update, which
+            # changes the TTL on every server (a plain add may keep the old).
+            update "update delete $owner TLSA $params $TLSA_HASH
+update add $owner $want_ttl TLSA $params $TLSA_HASH"
+            exit 0
+        fi
+        update "update add $owner $want_ttl TLSA $params $TLSA_HASH"
         settle present
         ;;
     delete)
