@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install the Debian packages the loopback test lab needs (BIND 9, Unbound,
-# Pebble, dig/nsupdate, DNSSEC tools, ldns-dane, openssl).
+# Install the Debian packages the loopback test lab needs (BIND 9, Knot,
+# PowerDNS with its SQLite backend, Unbound, Pebble, Postfix, dig/nsupdate,
+# DNSSEC tools, ldns-dane, openssl).
 #
 # Idempotent: does nothing when every tool is already there. The lab runs its
 # own daemons on free loopback ports with its own config files, so the system
@@ -8,7 +9,8 @@
 # system config files are never touched.
 set -euo pipefail
 
-PACKAGES=(bind9 bind9-utils bind9-dnsutils unbound pebble ldnsutils openssl)
+PACKAGES=(bind9 bind9-utils bind9-dnsutils unbound pebble ldnsutils openssl
+    knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 postfix)
 
 # tool -> package that ships it
 declare -A TOOLS=(
@@ -22,7 +24,20 @@ declare -A TOOLS=(
     [dnssec-dsfromkey]=bind9-utils
     [ldns-dane]=ldnsutils
     [openssl]=openssl
+    [knotd]=knot
+    [knotc]=knot
+    [keymgr]=knot
+    [kdig]=knot-dnsutils
+    [pdns_server]=pdns-server
+    [pdnsutil]=pdns-server
+    [sqlite3]=sqlite3
+    [postfix]=postfix
 )
+
+# The SQLite backend is a library, not a tool: checked by its schema file.
+have_pdns_sqlite() {
+    [ -f /usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql ]
+}
 
 # named and unbound live in /usr/sbin, which a non-root PATH often lacks.
 have_tool() {
@@ -37,6 +52,7 @@ missing_packages() {
             seen[${TOOLS[$tool]}]=1
         fi
     done
+    have_pdns_sqlite || seen[pdns-backend-sqlite3]=1
     if [ "${#seen[@]}" -gt 0 ]; then
         printf '%s\n' "${!seen[@]}" | sort
     fi
@@ -77,7 +93,12 @@ fi
 echo "lab packages missing: ${missing[*]}; installing"
 named_before=$(daemon_pids named)
 unbound_before=$(daemon_pids unbound)
+knotd_before=$(daemon_pids knotd)
+pdns_before=$(daemon_pids pdns_server)
+postfix_before=$(daemon_pids master)
 
+# Postfix without a system configuration: the lab runs private instances.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 apt-get update
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${PACKAGES[@]}"
 
@@ -89,6 +110,15 @@ if [ "$(daemon_pids named)" != "$named_before" ]; then
 fi
 if [ "$(daemon_pids unbound)" != "$unbound_before" ]; then
     stop_service unbound
+fi
+if [ "$(daemon_pids knotd)" != "$knotd_before" ]; then
+    stop_service knot
+fi
+if [ "$(daemon_pids pdns_server)" != "$pdns_before" ]; then
+    stop_service pdns
+fi
+if [ "$(daemon_pids master)" != "$postfix_before" ]; then
+    stop_service postfix
 fi
 
 mapfile -t still_missing < <(missing_packages)
