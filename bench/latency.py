@@ -158,7 +158,7 @@ class Poller:
         while not self._stopping.is_set():
             began = time.time()
             try:
-                bind = self.lab.bind_query(self.owner, "TLSA")
+                bind = self.lab.auth_query(self.owner, "TLSA")
                 resolver = self.lab.resolver_query(self.owner, "TLSA")
             except Exception:  # noqa: BLE001 - a lost sample, not a lost run
                 self._stopping.wait(POLL_INTERVAL)

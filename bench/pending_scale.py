@@ -151,11 +151,11 @@ def run(
     base.certbot("renew", "--force-renewal", "--no-random-sleep-on-renew")
     rows: list[list[object]] = []
     for rtt in rtts:
-        with ForwarderProcess([lab.bind_address, lab.resolver], delay=rtt / 1000) as fwd:
+        with ForwarderProcess([lab.auth_address, lab.resolver], delay=rtt / 1000) as fwd:
             auth, resolver = fwd.addresses()
             ini = root / f"rtt{rtt}.ini"
             text = base.ini.read_text().replace(
-                f"port = {lab.bind_port}", f"port = {fwd.ports[0]}"
+                f"port = {lab.auth_port}", f"port = {fwd.ports[0]}"
             )
             pki.write_private(ini, text.encode("ascii"))
             settings = functools.partial(_settings, auth=auth, resolver=resolver, ini=ini)

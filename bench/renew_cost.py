@@ -114,9 +114,9 @@ def run(
     if pythonpath:
         env["PYTHONPATH"] = str(Path(pythonpath).resolve())
     rows: list[list[object]] = []
-    with CountingForwarder(lab.bind_address) as auth, CountingForwarder(lab.resolver) as res:
+    with CountingForwarder(lab.auth_address) as auth, CountingForwarder(lab.resolver) as res:
         ini = root / "forwarded-rfc2136.ini"
-        text = base.ini.read_text().replace(f"port = {lab.bind_port}", f"port = {auth.port}")
+        text = base.ini.read_text().replace(f"port = {lab.auth_port}", f"port = {auth.port}")
         pki.write_private(ini, text.encode("ascii"))
         published: set[object] = set()
         for n in counts:

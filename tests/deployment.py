@@ -55,7 +55,7 @@ class Deployment:
             "--dane-resolver",
             resolver,
             "--dane-nameservers",
-            f"127.0.0.1:{self.lab.bind_port}",
+            f"127.0.0.1:{self.lab.auth_port}",
             "--dane-record-ttl",
             str(self.lab.record_ttl),
             "--dane-hold-margin",
@@ -133,7 +133,7 @@ class Deployment:
 
     def authoritative_records(self) -> set[str]:
         query = dns.message.make_query(self.owner, dns.rdatatype.TLSA)
-        response = dns.query.udp(query, "127.0.0.1", port=self.lab.bind_port, timeout=3)
+        response = dns.query.udp(query, "127.0.0.1", port=self.lab.auth_port, timeout=3)
         return {rd.to_text() for rrset in response.answer for rd in rrset}
 
     def events(self, what: str) -> list[float]:

@@ -136,7 +136,7 @@ def test_no_records(dep: CliDeployment, lab: Lab) -> None:
 
 def test_no_ad_from_a_non_validating_server(dep: CliDeployment, lab: Lab) -> None:
     # BIND is authoritative and never sets AD: exactly a non-validating resolver.
-    done = dep.cli("verify", "--resolver", f"127.0.0.1:{lab.bind_port}")
+    done = dep.cli("verify", "--resolver", f"127.0.0.1:{lab.auth_port}")
     assert done.returncode == 1
     line = one_error_line(done)
     assert "no AD:" in line and dep.owner in line

@@ -154,7 +154,7 @@ def test_dns_server_down_during_renewal(served: Deployment) -> None:
     dep = served
     prober: Prober = dep.prober  # type: ignore[attr-defined]
     prober.stop()  # with BIND down the resolver has nothing to validate
-    pid_file = dep.lab.bind_dir / "named.pid"
+    pid_file = dep.lab.authority.pid_file
     # The deploy hook runs after certbot saved the new certificate and before
     # renew_deploy: the DNS update then finds the server gone.
     hook = f"kill $(cat {pid_file})"
@@ -169,8 +169,8 @@ def test_dns_server_down_during_renewal(served: Deployment) -> None:
         assert dep.served() == 1
         assert dep.status()["last_error"]
     finally:
-        dep.lab.stop_bind()
-        dep.lab.start_bind()
+        dep.lab.stop_authority()
+        dep.lab.start_authority()
     prober.start()
     dep.check_until_switched(2, interval=CHECK_INTERVAL)
     assert dep.status()["last_error"] is None

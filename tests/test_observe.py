@@ -97,7 +97,7 @@ def text(record: Record) -> str:
 
 
 def closed_port(lab: Lab) -> tuple[str, int]:
-    return ("127.0.0.1", free_port({lab.bind_port, lab.resolver_port}, udp=True))
+    return ("127.0.0.1", free_port({lab.auth_port, lab.resolver_port}, udp=True))
 
 
 class FakeAuthority(ScriptedDns):
@@ -131,8 +131,8 @@ def fake() -> Iterator[Callable[..., FakeAuthority]]:
 
 @pytest.mark.lab
 def test_authoritative_view_absent(lab: Lab, owner: str) -> None:
-    observer = Observer(lab.resolver, [lab.bind_address])
-    assert observer.authoritative_view(owner, lab.bind_address) == (set(), False, lab.record_ttl)
+    observer = Observer(lab.resolver, [lab.auth_address])
+    assert observer.authoritative_view(owner, lab.auth_address) == (set(), False, lab.record_ttl)
     assert observer.queries == 1
 
 
@@ -140,16 +140,16 @@ def test_authoritative_view_absent(lab: Lab, owner: str) -> None:
 def test_authoritative_view_nodata(lab: Lab, owner: str) -> None:
     """The owner exists (a TXT record) but has no TLSA: NOERROR/NODATA, same negative TTL."""
     lab.publish(owner, "TXT", '"not a TLSA"')
-    observer = Observer(lab.resolver, [lab.bind_address])
-    assert observer.authoritative_view(owner, lab.bind_address) == (set(), False, lab.record_ttl)
+    observer = Observer(lab.resolver, [lab.auth_address])
+    assert observer.authoritative_view(owner, lab.auth_address) == (set(), False, lab.record_ttl)
 
 
 @pytest.mark.lab
 def test_authoritative_view_published(lab: Lab, owner: str) -> None:
     first, second = rec(owner), rec(owner)
     lab.publish(owner, "TLSA", text(first), text(second), ttl=7)
-    observer = Observer(lab.resolver, [lab.bind_address])
-    records, signed, ttl = observer.authoritative_view(owner, lab.bind_address)
+    observer = Observer(lab.resolver, [lab.auth_address])
+    records, signed, ttl = observer.authoritative_view(owner, lab.auth_address)
     assert records == {first, second}
     assert signed is True
     assert ttl == 7
@@ -157,20 +157,20 @@ def test_authoritative_view_published(lab: Lab, owner: str) -> None:
 
 @pytest.mark.lab
 def test_authoritative_view_refused(lab: Lab) -> None:
-    observer = Observer(lab.resolver, [lab.bind_address])
+    observer = Observer(lab.resolver, [lab.auth_address])
     with pytest.raises(ObserveError, match="answered REFUSED for TLSA at _25._tcp.mail.example."):
-        observer.authoritative_view("_25._tcp.mail.example.", lab.bind_address)
+        observer.authoritative_view("_25._tcp.mail.example.", lab.auth_address)
 
 
 @pytest.mark.lab
 def test_prior_ttl(lab: Lab, owner: str) -> None:
     other = owner.replace("_25._tcp.", "_465._tcp.")
     lab.publish(owner, "TLSA", text(rec(owner)), ttl=9)
-    observer = Observer(lab.resolver, [lab.bind_address, lab.bind_address])
+    observer = Observer(lab.resolver, [lab.auth_address, lab.auth_address])
     assert observer.prior_ttl([owner, other, owner]) == 9
     assert observer.queries == 4  # two distinct owners at two servers
-    assert Observer(lab.resolver, [lab.bind_address]).prior_ttl([other]) == lab.record_ttl
-    assert Observer(lab.resolver, [lab.bind_address]).prior_ttl([]) == 0
+    assert Observer(lab.resolver, [lab.auth_address]).prior_ttl([other]) == lab.record_ttl
+    assert Observer(lab.resolver, [lab.auth_address]).prior_ttl([]) == 0
 
 
 # observe ------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def test_observe_published(lab: Lab, owner: str) -> None:
     record = rec(owner)
     lab.publish(owner, "TLSA", text(record), ttl=5)
     lab.flush_resolver(owner, "TLSA")
-    observer = Observer(lab.resolver, [lab.bind_address])
+    observer = Observer(lab.resolver, [lab.auth_address])
     seen = observer.observe([record])
     assert seen.authoritative is True
     assert seen.validated is True
@@ -194,26 +194,26 @@ def test_observe_published(lab: Lab, owner: str) -> None:
 def test_observe_subset_of_a_larger_rrset(lab: Lab, owner: str) -> None:
     ours, theirs = rec(owner), rec(owner)
     lab.publish(owner, "TLSA", text(ours), text(theirs))
-    seen = Observer(lab.resolver, [lab.bind_address]).observe([ours])
+    seen = Observer(lab.resolver, [lab.auth_address]).observe([ours])
     assert (seen.authoritative, seen.validated) == (True, True)
 
 
 @pytest.mark.lab
 def test_observe_not_published(lab: Lab, owner: str) -> None:
     record = rec(owner)
-    observer = Observer(lab.resolver, [lab.bind_address])
+    observer = Observer(lab.resolver, [lab.auth_address])
     seen = observer.observe([record])
     assert seen.authoritative is False
     assert seen.validated is False
     assert seen.ttl == lab.record_ttl
-    assert seen.detail == f"{owner} missing at 127.0.0.1:{lab.bind_port}"
+    assert seen.detail == f"{owner} missing at 127.0.0.1:{lab.auth_port}"
 
 
 @pytest.mark.lab
 def test_observe_partly_published(lab: Lab, owner: str) -> None:
     published, missing = rec(owner), rec(owner)
     lab.publish(owner, "TLSA", text(published))
-    seen = Observer(lab.resolver, [lab.bind_address]).observe([published, missing])
+    seen = Observer(lab.resolver, [lab.auth_address]).observe([published, missing])
     assert (seen.authoritative, seen.validated) == (False, False)
     assert "missing" in seen.detail
 
@@ -224,7 +224,7 @@ def test_observe_two_owners_counts_queries(lab: Lab, owner: str) -> None:
     a, b = rec(owner), rec(other)
     lab.publish(owner, "TLSA", text(a))
     lab.publish(other, "TLSA", text(b))
-    observer = Observer(lab.resolver, [lab.bind_address, lab.bind_address])
+    observer = Observer(lab.resolver, [lab.auth_address, lab.auth_address])
     seen = observer.observe([a, b])
     assert (seen.authoritative, seen.validated) == (True, True)
     # 2 owners x 2 authoritative servers + 1 resolver question per owner
@@ -237,7 +237,7 @@ def test_observe_two_owners_counts_queries(lab: Lab, owner: str) -> None:
 def test_observe_resolver_cache_then_flush(lab: Lab, owner: str) -> None:
     """The resolver caches "no TLSA here"; after a flush it validates the new record."""
     record = rec(owner)
-    observer = Observer(lab.resolver, [lab.bind_address])
+    observer = Observer(lab.resolver, [lab.auth_address])
     assert observer.validated(owner)[0] == set()  # now cached as NXDOMAIN
     update = lab.update()
     update.replace(owner, 60, "TLSA", text(record))
@@ -256,7 +256,7 @@ def test_extra_authority_unreachable(lab: Lab, owner: str) -> None:
     record = rec(owner)
     lab.publish(owner, "TLSA", text(record))
     dead = closed_port(lab)
-    observer = Observer(lab.resolver, [lab.bind_address, dead], timeout=1)
+    observer = Observer(lab.resolver, [lab.auth_address, dead], timeout=1)
     began = time.monotonic()
     with pytest.raises(ObserveError) as info:
         observer.observe([record])
@@ -280,7 +280,7 @@ def test_extra_authority_without_the_record(
         return response
 
     stale = fake(nodata)
-    observer = Observer(lab.resolver, [lab.bind_address, stale.address])
+    observer = Observer(lab.resolver, [lab.auth_address, stale.address])
     seen = observer.observe([record])
     assert seen.authoritative is False
     assert seen.validated is True  # the resolver does see it; one server lags
@@ -301,7 +301,7 @@ def test_extra_authority_unsigned(
         return response
 
     server = fake(unsigned)
-    seen = Observer(lab.resolver, [server.address, lab.bind_address]).observe([record])
+    seen = Observer(lab.resolver, [server.address, lab.auth_address]).observe([record])
     assert seen.authoritative is False
     assert seen.detail == f"{owner} unsigned at 127.0.0.1:{server.address[1]}"
 
@@ -337,7 +337,7 @@ def test_resolver_without_validation(lab: Lab, owner: str) -> None:
     """BIND itself as "resolver": it serves the record but never sets AD."""
     record = rec(owner)
     lab.publish(owner, "TLSA", text(record))
-    observer = Observer(lab.bind_address, [lab.bind_address])
+    observer = Observer(lab.auth_address, [lab.auth_address])
     assert observer.validated(owner) == ({record}, False)
     seen = observer.observe([record])
     assert (seen.authoritative, seen.validated) == (True, False)
@@ -347,7 +347,7 @@ def test_resolver_without_validation(lab: Lab, owner: str) -> None:
 @pytest.mark.lab
 def test_resolver_unreachable(lab: Lab, owner: str) -> None:
     dead = closed_port(lab)
-    observer = Observer(dead, [lab.bind_address], timeout=1)
+    observer = Observer(dead, [lab.auth_address], timeout=1)
     with pytest.raises(ObserveError, match=f"resolve TLSA at {owner} at 127.0.0.1:{dead[1]}"):
         observer.observe([rec(owner)])
 

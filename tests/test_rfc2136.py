@@ -2,7 +2,7 @@
 
 Every test uses its own owner names (built from the test's name) because the
 lab is shared by the whole session. What the store did is checked at BIND
-directly (``lab.wait_signed`` / ``lab.bind_query``), not only through the
+directly (``lab.wait_signed`` / ``lab.auth_query``), not only through the
 store's own ``list``.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def zone_text(record: Record) -> str:
 
 def at_bind(lab: Lab, owner: str) -> set[str]:
     """The TLSA rdata BIND serves at ``owner``, as zone-file text."""
-    response = lab.bind_query(owner, "TLSA")
+    response = lab.auth_query(owner, "TLSA")
     name = dns.name.from_text(owner)
     for rrset in response.answer:
         if rrset.name == name and rrset.rdtype == dns.rdatatype.TLSA:
@@ -97,7 +97,7 @@ def write_ini(path: Path, **values: str) -> str:
 def lab_values(lab: Lab) -> dict[str, str]:
     return {
         "server": "127.0.0.1",
-        "port": str(lab.bind_port),
+        "port": str(lab.auth_port),
         "name": lab.tsig_name,
         "secret": lab.tsig_secret,
         "algorithm": "HMAC-SHA256",
@@ -110,12 +110,12 @@ def lab_values(lab: Lab) -> dict[str, str]:
 def test_from_credentials_reads_the_lab_ini(lab: Lab, tmp_path: Path) -> None:
     path = lab.rfc2136_ini(tmp_path / "lab.ini")
     store = Rfc2136Store.from_credentials(str(path), timeout=3)
-    assert (store.server, store.port, store.timeout) == ("127.0.0.1", lab.bind_port, 3)
+    assert (store.server, store.port, store.timeout) == ("127.0.0.1", lab.auth_port, 3)
     # open_store builds the same thing by name
     settings = Settings(targets="311:25", directory=str(tmp_path), credentials=str(path))
     same = open_store(settings, "/etc/letsencrypt", timeout=4)
     assert isinstance(same, Rfc2136Store)
-    assert (same.server, same.port, same.timeout) == ("127.0.0.1", lab.bind_port, 4)
+    assert (same.server, same.port, same.timeout) == ("127.0.0.1", lab.auth_port, 4)
 
 
 def test_algorithm_is_case_insensitive(lab: Lab, tmp_path: Path) -> None:
@@ -374,7 +374,7 @@ def test_wrong_tsig_secret(lab: Lab, tmp_path: Path, owner: str) -> None:
     message = str(info.value)
     assert "rfc2136 store" in message
     assert f"add 1 TLSA record(s) at {owner}" in message
-    assert f"127.0.0.1:{lab.bind_port}" in message
+    assert f"127.0.0.1:{lab.auth_port}" in message
     assert wrong not in message
     assert lab.tsig_secret not in message
     assert "\n" not in message
@@ -399,7 +399,7 @@ def test_unknown_tsig_key_name(lab: Lab, tmp_path: Path, owner: str) -> None:
 
 
 def test_server_down_times_out_quickly(lab: Lab, owner: str) -> None:
-    port = free_port({lab.bind_port, lab.resolver_port}, udp=True)
+    port = free_port({lab.auth_port, lab.resolver_port}, udp=True)
     store = Rfc2136Store("127.0.0.1", port, lab.tsig_name, lab.tsig_secret, "HMAC-SHA256", 1)
     for call in (lambda: store.add([rec(owner)], ttl=60), lambda: store.list(owner)):
         began = time.monotonic()
@@ -416,7 +416,7 @@ def test_server_down_times_out_quickly(lab: Lab, owner: str) -> None:
 def test_server_gone_before_the_update(lab: Lab, store: Rfc2136Store, owner: str) -> None:
     """The zone is known, then the update's TCP connection is refused."""
     store.zone_of(owner)
-    store.port = free_port({lab.bind_port, lab.resolver_port})
+    store.port = free_port({lab.auth_port, lab.resolver_port})
     store.timeout = 1
     began = time.monotonic()
     with pytest.raises(StoreError) as info:

@@ -73,7 +73,7 @@ def bind_records(port: int, owner: str) -> set[Record]:
 
 def lab_store(lab: Lab, timeout: float = 5.0) -> Rfc2136Store:
     return Rfc2136Store(
-        "127.0.0.1", lab.bind_port, lab.tsig_name, lab.tsig_secret, "HMAC-SHA256", timeout
+        "127.0.0.1", lab.auth_port, lab.tsig_name, lab.tsig_secret, "HMAC-SHA256", timeout
     )
 
 
@@ -229,7 +229,7 @@ def test_big_rrset_is_listed_over_tcp(lab: Lab, monkeypatch: pytest.MonkeyPatch)
     owner = fresh_owner()
     records = {rec(owner) for _ in range(40)}
     store.add(records, 60)
-    assert bind_records(lab.bind_port, owner) == records
+    assert bind_records(lab.auth_port, owner) == records
 
     over_tcp: list[str] = []
     original = dns.query.tcp
@@ -244,7 +244,7 @@ def test_big_rrset_is_listed_over_tcp(lab: Lab, monkeypatch: pytest.MonkeyPatch)
     assert over_tcp == [owner]  # truncated over UDP, asked again over TCP
     monkeypatch.undo()
     store.delete(records)
-    assert bind_records(lab.bind_port, owner) == set()
+    assert bind_records(lab.auth_port, owner) == set()
 
 
 def test_big_rrset_through_a_truncating_server() -> None:
@@ -325,5 +325,5 @@ def test_two_hosts_updating_one_owner_at_once_lose_nothing(lab: Lab) -> None:
 
     _concurrently(roll("a"), roll("b"))
     kept = {r for name in hosts for r in added[name] if r not in dropped[name]}
-    assert bind_records(lab.bind_port, owner) == kept
+    assert bind_records(lab.auth_port, owner) == kept
     assert hosts["a"].list(owner).records == kept

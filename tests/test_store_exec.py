@@ -80,7 +80,7 @@ def nsupdate_config(
     conf.write_text(
         "# written by the exec store tests\n"
         "server = 127.0.0.1\n"
-        f"port = {port or lab.bind_port}\n"
+        f"port = {port or lab.auth_port}\n"
         f"keyfile = {key}\n"
         f"timeout = {timeout}\n"
     )
@@ -107,7 +107,7 @@ def exec_store(lab: Lab, root: Path, command: str, timeout: int = 30) -> ExecSto
 
 def at_bind(lab: Lab, owner: str) -> tuple[set[Record], int | None]:
     query = dns.message.make_query(owner, dns.rdatatype.TLSA)
-    response = dns.query.tcp(query, "127.0.0.1", port=lab.bind_port, timeout=5)
+    response = dns.query.tcp(query, "127.0.0.1", port=lab.auth_port, timeout=5)
     records, ttl = set(), None
     for rrset in response.answer:
         if rrset.rdtype == dns.rdatatype.TLSA:

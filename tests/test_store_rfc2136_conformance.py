@@ -36,14 +36,14 @@ class Rfc2136Harness(Harness):
         )
 
     def store(self) -> RecordStore:
-        return self._store(self.lab.bind_port, self.lab.tsig_secret)
+        return self._store(self.lab.auth_port, self.lab.tsig_secret)
 
     def other_host(self) -> RecordStore:
-        return self._store(self.lab.bind_port, self.lab.tsig_secret)
+        return self._store(self.lab.auth_port, self.lab.tsig_secret)
 
     def backend_records(self, owner: str) -> set[Record]:
         query = dns.message.make_query(owner, dns.rdatatype.TLSA)
-        response = dns.query.tcp(query, "127.0.0.1", port=self.lab.bind_port, timeout=5)
+        response = dns.query.tcp(query, "127.0.0.1", port=self.lab.auth_port, timeout=5)
         return {
             Record.from_rdata(owner, rd)
             for rrset in response.answer
@@ -53,7 +53,7 @@ class Rfc2136Harness(Harness):
 
     def failing(self) -> Iterator[tuple[str, RecordStore, tuple[str, ...]]]:
         every = ("add", "delete", "list")
-        yield "auth refused", self._store(self.lab.bind_port, WRONG_SECRET), ("add", "delete")
+        yield "auth refused", self._store(self.lab.auth_port, WRONG_SECRET), ("add", "delete")
         yield "server down", self._store(closed_port(), self.lab.tsig_secret, timeout=1), every
         silent = self.stack.enter_context(misbehaving_server(None))
         yield "timeout", self._store(silent, self.lab.tsig_secret, timeout=0.5), every

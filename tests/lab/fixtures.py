@@ -20,10 +20,17 @@ def running_lab(
     ttl: int = 2,
     cert_validity: int | None = None,
     start_timeout: float = 30.0,
+    authority: str = "bind",
 ) -> Iterator[Lab]:
     """Yield a started Lab in ``run_dir``; stop it afterwards, test failures
     included."""
-    lab = Lab(run_dir, ttl=ttl, cert_validity=cert_validity, start_timeout=start_timeout)
+    lab = Lab(
+        run_dir,
+        ttl=ttl,
+        cert_validity=cert_validity,
+        start_timeout=start_timeout,
+        authority=authority,
+    )
     try:
         lab.start()
         yield lab

@@ -1,17 +1,19 @@
-"""A loopback DNSSEC + ACME lab: BIND 9, a validating Unbound and Pebble.
+"""A loopback DNSSEC + ACME lab: an authoritative server, a validating Unbound and Pebble.
 
 Everything listens on 127.0.0.1 only, on ports the kernel hands out at start,
 with config files, keys, logs and state kept in one run directory, so several
 labs can run side by side and nothing on the machine is touched.
 
-- BIND 9 is authoritative for ``dane.test.``, signs it (dnssec-policy with
-  inline signing) and accepts RFC 2136 updates signed with the lab's TSIG key.
-- Unbound validates the zone from a trust anchor made from BIND's DNSKEY, so
-  its answers carry AD exactly when they validate; a stub zone points it at
-  BIND and nothing else is reachable (``test.`` is otherwise one of its
-  built-in NXDOMAIN zones).
-- Pebble is the ACME CA; it checks DNS-01 challenges at BIND directly (not via
-  the caching resolver, where an old challenge TXT could linger).
+- The authoritative server (BIND 9 by default; see :mod:`.authority` for the
+  others) serves ``dane.test.``, signs it and accepts RFC 2136 updates signed
+  with the lab's TSIG key.
+- Unbound validates the zone from a trust anchor made from the served DNSKEY,
+  so its answers carry AD exactly when they validate; a stub zone points it at
+  the authoritative server and nothing else is reachable (``test.`` is
+  otherwise one of its built-in NXDOMAIN zones).
+- Pebble is the ACME CA; it checks DNS-01 challenges at the authoritative
+  server directly (not via the caching resolver, where an old challenge TXT
+  could linger).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import dns.tsigkeyring
 import dns.update
 
 from . import pki
+from .authority import AUTHORITIES, Authority
 from .process import Daemon, LabError, free_port
 
 LOOPBACK = "127.0.0.1"
@@ -74,6 +77,9 @@ def _no_proxy_env() -> dict[str, str]:
 class Lab:
     """The lab's three daemons, started in ``run_dir``.
 
+    ``authority`` names the authoritative server software (a key of
+    :data:`.authority.AUTHORITIES`: ``bind`` by default).
+
     ``ttl`` is the zone's default TTL (and SOA TTL and negative TTL), so
     records such as TLSA published without an explicit TTL expire from the
     resolver's cache after that many seconds. ``cert_validity`` (seconds) is
@@ -93,6 +99,7 @@ class Lab:
         ttl: int = 2,
         cert_validity: int | None = None,
         start_timeout: float = 30.0,
+        authority: str = "bind",
     ) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.record_ttl = ttl
@@ -100,11 +107,8 @@ class Lab:
         self.start_timeout = start_timeout
         self.tsig_secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
-        self.bind_dir = self.run_dir / "bind"
         self.unbound_dir = self.run_dir / "unbound"
         self.pebble_dir = self.run_dir / "pebble"
-        self.named_conf = self.bind_dir / "named.conf"
-        self.zone_file = self.bind_dir / "dane.test.zone"
         self.unbound_conf = self.unbound_dir / "unbound.conf"
         self.trust_anchor_file = self.unbound_dir / "dane.test.ds"
         self.pebble_conf = self.pebble_dir / "pebble-config.json"
@@ -113,7 +117,7 @@ class Lab:
         self.ca_bundle = self.pebble_dir / "api-ca.pem"
         self.state_file = self.run_dir / "lab.json"
 
-        self.bind_port = 0
+        self.auth_port = 0
         self.resolver_port = 0
         self.acme_port = 0
         self.pebble_management_port = 0
@@ -122,7 +126,9 @@ class Lab:
         self.unbound_control: str = ""
         self.start_seconds: float | None = None
 
-        self._bind: Daemon | None = None
+        if authority not in AUTHORITIES:
+            raise LabError(f"unknown authoritative server {authority!r}: {sorted(AUTHORITIES)}")
+        self.authority: Authority = AUTHORITIES[authority](self)
         self._unbound: Daemon | None = None
         self._pebble: Daemon | None = None
 
@@ -154,25 +160,26 @@ class Lab:
         return (LOOPBACK, self.resolver_port)
 
     @property
-    def bind_address(self) -> tuple[str, int]:
+    def auth_address(self) -> tuple[str, int]:
         """(address, port) of the authoritative server."""
-        return (LOOPBACK, self.bind_port)
+        return (LOOPBACK, self.auth_port)
 
     @property
     def running(self) -> bool:
         """True while all three daemons run."""
-        return all(d is not None and d.running for d in (self._bind, self._unbound, self._pebble))
+        daemons = (self._unbound, self._pebble)
+        return self.authority.running and all(d is not None and d.running for d in daemons)
 
     def start(self) -> None:
-        """Start BIND, Unbound and Pebble; return once each one answers."""
+        """Start the authoritative server, Unbound and Pebble; return once each answers."""
         began = time.monotonic()
         try:
             self._prepare()
             # Pebble needs nothing from the others to come up: start it first
-            # so that it boots while BIND signs the zone.
+            # so that it boots while the authoritative server signs the zone.
             self._pebble = self._pebble_daemon()
             self._pebble.start()
-            self.start_bind()
+            self.start_authority()
             self._write_trust_anchor()
             self._write_unbound_conf()
             self._unbound = self._unbound_daemon()
@@ -189,32 +196,31 @@ class Lab:
 
     def stop(self) -> None:
         """Stop every daemon; safe to call more than once."""
-        for daemon in (self._unbound, self._pebble, self._bind):
+        for daemon in (self._unbound, self._pebble):
             if daemon is not None:
                 daemon.stop()
+        self.authority.stop()
 
-    def start_bind(self) -> None:
-        """(Re)start BIND on the same port with the same keys, zone and journal."""
-        if self._bind is None:
-            self._bind = self._bind_daemon()
-        self._bind.start()
-        self._bind.wait_until(self._zone_signed, self.start_timeout, "signed zone")
+    def start_authority(self) -> None:
+        """(Re)start the authoritative server on the same port with the same
+        keys and zone."""
+        self.authority.start()
         if self._unbound is not None and self._unbound.running:
             # Unbound backs off from a server that stopped answering; forget
-            # that so it asks BIND again at once.
+            # that so it asks again at once.
             self._unbound_control("flush_infra", "all")
 
-    def stop_bind(self, *, hard: bool = False) -> None:
-        """Stop BIND (SIGKILL when ``hard``); the zone state stays on disk."""
-        if self._bind is not None:
-            self._bind.stop(hard=hard)
+    def stop_authority(self, *, hard: bool = False) -> None:
+        """Stop the authoritative server (SIGKILL when ``hard``); its zone stays on disk."""
+        self.authority.stop(hard=hard)
 
     def describe(self) -> dict[str, object]:
         """What a client needs to use the lab, as written to ``lab.json``."""
         return {
             "run_dir": str(self.run_dir),
             "zone": self.zone,
-            "bind": [LOOPBACK, self.bind_port],
+            "authority": self.authority.kind,
+            "auth": [LOOPBACK, self.auth_port],
             "resolver": [LOOPBACK, self.resolver_port],
             "acme_url": self.acme_url,
             "pebble_management_url": self.pebble_management_url,
@@ -245,15 +251,15 @@ class Lab:
     def send_update(
         self, message: dns.update.UpdateMessage, timeout: float = 5.0
     ) -> dns.rcode.Rcode:
-        """Send an update to BIND over TCP; return the response rcode."""
-        response = dns.query.tcp(message, LOOPBACK, port=self.bind_port, timeout=timeout)
+        """Send an update to the authoritative server over TCP; return the rcode."""
+        response = dns.query.tcp(message, LOOPBACK, port=self.auth_port, timeout=timeout)
         return response.rcode()
 
-    def bind_query(
+    def auth_query(
         self, name: str, rdtype: str = "A", *, timeout: float = 2.0
     ) -> dns.message.Message:
-        """Ask BIND directly (DO bit set, so RRSIGs come along)."""
-        return _query(name, rdtype, LOOPBACK, self.bind_port, timeout)
+        """Ask the authoritative server directly (DO bit set, so RRSIGs come along)."""
+        return _query(name, rdtype, LOOPBACK, self.auth_port, timeout)
 
     def resolver_query(
         self, name: str, rdtype: str = "A", *, timeout: float = 3.0
@@ -270,11 +276,11 @@ class Lab:
         expect: Collection[str] | None = None,
         timeout: float = 10.0,
     ) -> dns.rrset.RRset | None:
-        """Wait until BIND serves ``name``/``rdtype`` with its RRSIG (exactly
-        the rdata in ``expect`` when given), or no longer serves it when
-        ``present`` is False; return the RRset.
+        """Wait until the authoritative server serves ``name``/``rdtype`` with
+        its RRSIG (exactly the rdata in ``expect`` when given), or no longer
+        serves it when ``present`` is False; return the RRset.
 
-        BIND signs each update a few milliseconds after accepting it.
+        Servers that sign inline serve an update a moment after accepting it.
         """
         want = dns.rdatatype.from_text(rdtype)
         wanted = (
@@ -284,7 +290,7 @@ class Lab:
         )
         deadline = time.monotonic() + timeout
         while True:
-            response = self.bind_query(name, rdtype)
+            response = self.auth_query(name, rdtype)
             rrset = _find(response, name, want)
             signed = _find(response, name, dns.rdatatype.RRSIG, covers=want) is not None
             if not present and rrset is None:
@@ -294,12 +300,14 @@ class Lab:
                     return rrset
             if time.monotonic() >= deadline:
                 state = "signed as expected" if present else "gone"
-                raise LabError(f"{name} {rdtype} not {state} at BIND within {timeout} s")
+                raise LabError(
+                    f"{name} {rdtype} not {state} at {self.authority.kind} within {timeout} s"
+                )
             time.sleep(0.02)
 
     def publish(self, name: str, rdtype: str, *rdatas: str, ttl: int | None = None) -> None:
         """Replace ``name``/``rdtype`` with ``rdatas`` (TSIG-signed update),
-        wait until BIND serves it signed, and flush it from the resolver."""
+        wait until it is served signed, and flush it from the resolver."""
         update = self.update()
         update.replace(name, self.record_ttl if ttl is None else ttl, rdtype, *rdatas)
         rcode = self.send_update(update)
@@ -309,7 +317,7 @@ class Lab:
         self.flush_resolver(name, rdtype)
 
     def unpublish(self, name: str, rdtype: str) -> None:
-        """Delete ``name``/``rdtype``, wait until it is gone at BIND, flush it."""
+        """Delete ``name``/``rdtype``, wait until it is no longer served, flush it."""
         update = self.update()
         update.delete(name, rdtype)
         rcode = self.send_update(update)
@@ -341,7 +349,7 @@ class Lab:
         """Write certbot-dns-rfc2136 credentials for the lab (mode 0600)."""
         text = (
             f"dns_rfc2136_server = {LOOPBACK}\n"
-            f"dns_rfc2136_port = {self.bind_port}\n"
+            f"dns_rfc2136_port = {self.auth_port}\n"
             f"dns_rfc2136_name = {self.tsig_name}\n"
             f"dns_rfc2136_secret = {self.tsig_secret}\n"
             "dns_rfc2136_algorithm = HMAC-SHA256\n"
@@ -407,76 +415,25 @@ class Lab:
     # ------------------------------------------------------------ internals
 
     def _prepare(self) -> None:
-        for directory in (self.bind_dir / "keys", self.unbound_dir, self.pebble_dir):
+        for directory in (self.authority.directory, self.unbound_dir, self.pebble_dir):
             directory.mkdir(parents=True, exist_ok=True)
         taken: set[int] = set()
-        if not self.bind_port:
-            self.bind_port = free_port(taken, udp=True)
+        if not self.auth_port:
+            self.auth_port = free_port(taken, udp=True)
             self.resolver_port = free_port(taken, udp=True)
             self.acme_port = free_port(taken)
             self.pebble_management_port = free_port(taken)
             self.pebble_http_port = free_port(taken)
             self.pebble_tls_port = free_port(taken)
-        self._write_named_conf()
-        if not self.zone_file.exists():
-            self._write_zone()
+        self.authority.prepare()
         self._write_pebble_files()
 
-    def _write_named_conf(self) -> None:
-        d = self.bind_dir
-        zone = self.zone.rstrip(".")
-        conf = f"""\
-options {{
-    directory "{d}";
-    pid-file "{d}/named.pid";
-    session-keyfile "{d}/session.key";
-    managed-keys-directory "{d}";
-    key-directory "{d}/keys";
-    listen-on port {self.bind_port} {{ {LOOPBACK}; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    dnssec-validation no;
-    notify no;
-    allow-transfer {{ none; }};
-    version none;
-}};
-
-// No rndc channel: it would need the system's rndc.key and port 953.
-controls {{ }};
-
-key "{self.tsig_name}" {{
-    algorithm {self.tsig_algorithm};
-    secret "{self.tsig_secret}";
-}};
-
-// One combined signing key that never rolls; short safety margins keep the
-// key states from holding anything up in a lab that lives for minutes.
-dnssec-policy "lab" {{
-    keys {{ csk key-directory lifetime unlimited algorithm ecdsap256sha256; }};
-    dnskey-ttl 300;
-    max-zone-ttl 86400;
-    zone-propagation-delay 1;
-    publish-safety 1;
-    retire-safety 1;
-    parent-ds-ttl 300;
-    parent-propagation-delay 1;
-}};
-
-zone "{zone}" {{
-    type primary;
-    file "{self.zone_file}";
-    dnssec-policy "lab";
-    inline-signing yes;
-    update-policy {{ grant {self.tsig_name} zonesub ANY; }};
-}};
-"""
-        self.named_conf.write_text(conf, encoding="utf-8")
-
-    def _write_zone(self) -> None:
+    def zone_text(self) -> str:
+        """The zone every authoritative server starts from (unsigned)."""
         ttl = self.record_ttl
         # SOA TTL and minimum equal to the record TTL: negative answers (a TLSA
         # not yet published) are cached no longer than positive ones.
-        zone = f"""\
+        return f"""\
 $ORIGIN {self.zone}
 $TTL {ttl}
 @       {ttl} IN SOA ns1.{self.zone} hostmaster.{self.zone} ( 1 60 10 3600 {ttl} )
@@ -485,20 +442,10 @@ ns1     IN A    {LOOPBACK}
 mail    IN A    {LOOPBACK}
 www     IN A    {LOOPBACK}
 """
-        self.zone_file.write_text(zone, encoding="utf-8")
 
-    def _bind_daemon(self) -> Daemon:
-        return Daemon(
-            "named",
-            # -g: foreground, and everything logged to stderr (the log file),
-            # config errors included, which -f would send to syslog.
-            [find_tool("named"), "-g", "-4", "-c", str(self.named_conf)],
-            self.bind_dir / "named.log",
-            cwd=self.bind_dir,
-        )
-
-    def _zone_signed(self) -> bool:
-        response = self.bind_query(self.zone, "DNSKEY", timeout=0.5)
+    def zone_signed(self) -> bool:
+        """Does the authoritative server serve the zone's DNSKEY set, signed?"""
+        response = self.auth_query(self.zone, "DNSKEY", timeout=0.5)
         if response.rcode() != dns.rcode.NOERROR:
             return False
         dnskey = dns.rdatatype.DNSKEY
@@ -508,10 +455,10 @@ www     IN A    {LOOPBACK}
         )
 
     def _write_trust_anchor(self) -> None:
-        response = self.bind_query(self.zone, "DNSKEY")
+        response = self.auth_query(self.zone, "DNSKEY")
         keys = _find(response, self.zone, dns.rdatatype.DNSKEY)
         if keys is None:
-            raise LabError("BIND served no DNSKEY for the trust anchor")
+            raise LabError(f"{self.authority.kind} served no DNSKEY for the trust anchor")
         origin = dns.name.from_text(self.zone)
         lines = [
             f"{self.zone} IN DS {dns.dnssec.make_ds(origin, key, 'SHA256')}"
@@ -519,7 +466,7 @@ www     IN A    {LOOPBACK}
             if key.flags & 0x0001  # SEP: the key (CSK/KSK) a DS points at
         ]
         if not lines:
-            raise LabError("BIND's DNSKEY set has no SEP key")
+            raise LabError(f"{self.authority.kind}'s DNSKEY set has no SEP key")
         self.trust_anchor_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def _write_unbound_conf(self) -> None:
@@ -528,7 +475,7 @@ www     IN A    {LOOPBACK}
         if len(str(control_socket)) < 100:  # sun_path holds 108 bytes
             self.unbound_control = str(control_socket)
         else:
-            taken = {self.bind_port, self.resolver_port, self.acme_port}
+            taken = {self.auth_port, self.resolver_port, self.acme_port}
             self.unbound_control = f"{LOOPBACK}@{free_port(taken)}"
         control = (
             f'    control-interface: "{self.unbound_control}"'
@@ -567,7 +514,7 @@ server:
     cache-max-ttl: 86400
     # Deterministic caching for the tests: no answers synthesised from
     # cached NSEC, no expired or prefetched answers, and a server that
-    # stopped answering (stop_bind) is tried again at once after restart.
+    # stopped answering (stop_authority) is tried again at once after restart.
     aggressive-nsec: no
     prefetch: no
     serve-expired: no
@@ -578,16 +525,17 @@ server:
     trust-anchor-signaling: no
     ede: yes
 
-# The lab's zone is served by the lab's BIND ...
+# The lab's zone is served by the lab's authoritative server ...
 stub-zone:
     name: "{self.zone}"
-    stub-addr: {LOOPBACK}@{self.bind_port}
+    stub-addr: {LOOPBACK}@{self.auth_port}
 
-# ... and so is everything else, instead of the Internet's roots: BIND refuses
-# it and the resolver answers SERVFAIL, without a packet leaving the machine.
+# ... and so is everything else, instead of the Internet's roots: the server
+# refuses it and the resolver answers SERVFAIL, without a packet leaving the
+# machine.
 stub-zone:
     name: "."
-    stub-addr: {LOOPBACK}@{self.bind_port}
+    stub-addr: {LOOPBACK}@{self.auth_port}
     stub-prime: no
 
 remote-control:
@@ -663,7 +611,7 @@ remote-control:
                 "-config",
                 str(self.pebble_conf),
                 "-dnsserver",
-                f"{LOOPBACK}:{self.bind_port}",
+                f"{LOOPBACK}:{self.auth_port}",
             ],
             self.pebble_dir / "pebble.log",
             env=env,

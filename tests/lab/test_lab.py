@@ -57,7 +57,7 @@ def serve_cert(directory: Path, host: str) -> x509.Certificate:
 
 
 def test_zone_is_signed_and_validates(lab: Lab) -> None:
-    at_bind = lab.bind_query(lab.zone, "DNSKEY")
+    at_bind = lab.auth_query(lab.zone, "DNSKEY")
     assert at_bind.rcode() == dns.rcode.NOERROR
     assert any(r.rdtype == dns.rdatatype.RRSIG for r in at_bind.answer)
 
@@ -119,7 +119,7 @@ def test_update_without_key_is_refused(lab: Lab) -> None:
     with pytest.raises(dns.tsig.PeerError):
         lab.send_update(stranger)
 
-    assert lab.bind_query(owner, "TLSA").rcode() == dns.rcode.NXDOMAIN
+    assert lab.auth_query(owner, "TLSA").rcode() == dns.rcode.NXDOMAIN
 
 
 def test_dane_check_against_live_service(lab: Lab, tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_dane_check_against_live_service(lab: Lab, tmp_path: Path) -> None:
 
         lab.publish(owner, "TLSA", matching)
         # BIND itself never sets AD: a client must not trust its answer.
-        unvalidated = dane_check(host, service.port, lab.bind_address, owner)
+        unvalidated = dane_check(host, service.port, lab.auth_address, owner)
         assert not unvalidated.ok and unvalidated.reason == "no AD"
 
         good = dane_check(host, service.port, lab.resolver, owner)
@@ -207,10 +207,10 @@ def test_bind_restart_keeps_zone_state(lab: Lab) -> None:
 
     # Killed outright, not shut down cleanly: the journal alone must carry
     # the update over.
-    lab.stop_bind(hard=True)
+    lab.stop_authority(hard=True)
     with pytest.raises(dns.exception.Timeout):
-        lab.bind_query(owner, "TLSA", timeout=0.5)
-    lab.start_bind()
+        lab.auth_query(owner, "TLSA", timeout=0.5)
+    lab.start_authority()
 
     assert lab.wait_signed(owner, "TLSA", expect=[record], timeout=2) is not None
     lab.flush_resolver(owner, "TLSA")
@@ -268,7 +268,7 @@ def issue(lab: Lab, tmp_path: Path, domain: str) -> x509.Certificate:
     # certbot cleaned up its challenge record (BIND re-signs asynchronously).
     challenge = f"_acme-challenge.{domain}."
     lab.wait_signed(challenge, "TXT", present=False, timeout=5)
-    assert lab.bind_query(challenge, "TXT").rcode() == dns.rcode.NXDOMAIN
+    assert lab.auth_query(challenge, "TXT").rcode() == dns.rcode.NXDOMAIN
     return leaf
 
 
@@ -285,7 +285,7 @@ def test_second_lab_with_options(lab: Lab, tmp_path: Path) -> None:
     # Runs next to the module's lab: ports must not collide.
     started: Lab | None = None
     for other in running_lab(tmp_path / "lab", ttl=5, cert_validity=3600):
-        assert other.bind_port not in (lab.bind_port, lab.resolver_port)
+        assert other.auth_port not in (lab.auth_port, lab.resolver_port)
         soa = other.resolver_query(other.zone, "SOA")
         assert soa.flags & dns.flags.AD
         assert soa.answer[0].ttl <= 5 and soa.answer[0][0].minimum == 5
