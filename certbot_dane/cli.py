@@ -127,12 +127,21 @@ def _parser() -> argparse.ArgumentParser:
         help="with --wait: seconds between checks while waiting for DNS "
         f"(default: {DEFAULT_WAIT_INTERVAL:.0f})",
     )
+    check.add_argument(
+        "--finish-within", type=_positive, metavar="SECONDS",
+        help="a lineage whose hold ends within this many seconds is checked again at "
+        "the hold's end instead of at the next run (the timer passes its period)",
+    )
 
-    status = command("status", "where each lineage is in its rollover")
+    status = command(
+        "status", "where each lineage is in its rollover: what a check would do now, and why"
+    )
     status.add_argument("--cert-name", help="only this lineage")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
-        "--offline", action="store_true", help="do not ask the resolver (VISIBLE shows ?)"
+        "--offline", action="store_true",
+        help="ask neither DNS nor the endpoints (VISIBLE shows ?, STATE what a check would "
+        "look at)",
     )
 
     show = command("print", "print TLSA records in zone-file format")
@@ -326,7 +335,9 @@ def _check(args: argparse.Namespace) -> int:
     if not names:
         _out(args, f"no lineage is managed by certbot-dane in {args.config_dir}")
         return EXIT_OK
-    engine = Engine(args.config_dir)
+    engine = Engine(args.config_dir, audit=True)
+    if args.finish_within and not args.wait:
+        return _check_finishing(args, engine, names)
     wait = bool(args.wait)
     show = wait and not args.quiet and sys.stderr.isatty()
     deadline = time.monotonic() + args.timeout
@@ -369,6 +380,32 @@ def _check(args: argparse.Namespace) -> int:
         remaining = [r.lineage for r in waiting]
 
 
+def _check_finishing(args: argparse.Namespace, engine: Engine, names: list[str]) -> int:
+    """One check of every lineage; then each whose hold ends within ``--finish-within``
+    seconds is checked again at that moment, so it switches at the hold's end and
+    not one timer period later. The others are done after the first check."""
+    failed = False
+    horizon = time.time() + args.finish_within
+    due: dict[str, float] = {}
+    results = engine.check_many(names)
+    while True:
+        for name, outcome in results.items():
+            due.pop(name, None)
+            if not isinstance(outcome, Result) or outcome.error:
+                _error(_about(name, outcome.error if isinstance(outcome, Result) else outcome))
+                failed = True
+                continue
+            _out(args, _result_line(outcome))
+            if outcome.waiting_for == "hold" and outcome.until is not None:
+                if outcome.until <= horizon:
+                    due[name] = outcome.until
+        if not due:
+            return EXIT_FAILED if failed else EXIT_OK
+        soonest = min(due.values())
+        time.sleep(max(0.0, soonest - time.time()) + 0.1)
+        results = engine.check_many([n for n, until in due.items() if until <= soonest])
+
+
 # status -------------------------------------------------------------------
 
 
@@ -377,15 +414,13 @@ def _status(args: argparse.Namespace) -> int:
     now = time.time()
     rows = []
     code = EXIT_OK
-    for name in names:
-        try:
-            data = state.load(args.config_dir, name)
-        except StateError as err:
-            _error(str(err))
+    engine = Engine(args.config_dir, audit=True, offline=args.offline)
+    for name, run in engine.explain_many(names).items():
+        if isinstance(run, Exception):
+            _error(_about(name, run))
             code = EXIT_FAILED
             continue
-        if data is not None:
-            rows.append(report.status_row(data, now, dns=not args.offline))
+        rows.append(report.status_row(run, args.config_dir, now, dns=not args.offline))
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
     elif rows:

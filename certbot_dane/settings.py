@@ -10,13 +10,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from . import danedir, endpoints, issuers, tlsa
 from . import dns as stores
-from . import tlsa
 from .observe import parse_address
 from .state import Settings
 
 DEFAULT_HOLD_MARGIN = 60
 DEFAULT_EXEC_TIMEOUT = 60
+DEFAULT_ENDPOINT_TIMEOUT = 3600
+DEFAULT_AUDIT_INTERVAL = 900
 MAX_TTL = 2**31 - 1
 
 
@@ -64,6 +66,17 @@ def from_options(options: dict[str, Any], config: Any, name: str | None) -> Sett
         exec_timeout=_number(options.get("exec_timeout"), "--dane-exec-timeout", 1, 86400)
         or DEFAULT_EXEC_TIMEOUT,
         api_url=_url(options.get("api_url")),
+        endpoints=_endpoints(options.get("endpoints")),
+        endpoint_timeout=_default(
+            _number(options.get("endpoint_timeout"), "--dane-endpoint-timeout", 1, MAX_TTL),
+            DEFAULT_ENDPOINT_TIMEOUT,
+        ),
+        audit_interval=_default(
+            _number(options.get("audit_interval"), "--dane-audit-interval", 0, MAX_TTL),
+            DEFAULT_AUDIT_INTERVAL,
+        ),
+        issuers=_issuers(options.get("issuers"), targets),
+        group=_group(options.get("group")),
     )
     try:
         stores.open_store(settings, config.config_dir)
@@ -173,6 +186,46 @@ def _url(value: Any) -> str | None:
     if not text.startswith(("https://", "http://")):
         raise SettingsError(f"--dane-api-url: {value!r} is not an http(s) URL")
     return text
+
+
+def _default(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _endpoints(value: Any) -> str | None:
+    if not value:
+        return None
+    try:
+        parsed = endpoints.parse_endpoints(str(value))
+    except ValueError as err:
+        raise SettingsError(f"--dane-endpoints: {err}") from None
+    return endpoints.format_endpoints(parsed) or None
+
+
+def _issuers(value: Any, targets: tuple[tlsa.Target, ...]) -> str | None:
+    if not value:
+        return None
+    if not any(t.usage == 2 for t in targets):
+        raise SettingsError(
+            "--dane-issuers needs a usage 2 spec in --dane-tlsa (e.g. 311:25,211:25): the "
+            "bundle's records are 2 x x records"
+        )
+    path = Path(str(value)).expanduser().absolute()
+    try:
+        issuers.read_bundle(path)
+    except issuers.IssuerError as err:
+        raise SettingsError(str(err)) from None
+    return str(path)
+
+
+def _group(value: Any) -> str | None:
+    if not value:
+        return None
+    try:
+        danedir.group_id(str(value))
+    except danedir.DaneDirError as err:
+        raise SettingsError(str(err)) from None
+    return str(value)
 
 
 def _number(value: Any, option: str, low: int, high: int) -> int | None:
