@@ -568,9 +568,10 @@ class World:
     def first_deploy(self) -> None:
         """The first version: served at once unless records a client may have cached
         were at its owners; the promise holds from the moment the links exist."""
-        v1 = Version(1, frozenset(rec(o, 1) for o in owners_of(self.params.first_owners)))
+        first = owners_of(self.params.first_owners)
+        v1 = Version(1, frozenset(rec(o, 1) for o in first))
         if self.params.issuers:
-            v1 = Version(1, v1.records | {ta(o, ISSUERS[0]) for o in owners_of(self.params.first_owners)})
+            v1 = Version(1, v1.records | {ta(o, ISSUERS[0]) for o in first})
         self.versions[1] = v1
         self.read_bundle(v1)
         self.persist(Renewed(v1))
