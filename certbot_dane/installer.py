@@ -78,7 +78,7 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
             "with the alnitak environment contract",
         )
         add("exec-timeout", type=int, help="exec store: seconds before the program is killed")
-        add("api-url", help="record store API base URL (Cloudflare, Route 53 endpoint)")
+        add("api-url", help="record store API base URL (Cloudflare, PowerDNS, Route 53 endpoint)")
         add("lock-timeout", type=int, help=argparse.SUPPRESS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
