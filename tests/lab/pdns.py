@@ -89,6 +89,16 @@ class PowerDns(Authority):
         text = f"dns_powerdns_api_url = {self.api_url}\ndns_powerdns_api_key = {self.api_key}\n"
         return pki.write_private(Path(path), text.encode("ascii"))
 
+    def api_requests(self) -> list[str]:
+        """The API requests PowerDNS logged, as ``METHOD PATH STATUS``, oldest first."""
+        found = []
+        for line in (self.directory / "pdns.log").read_text(errors="replace").splitlines():
+            if "[webserver]" in line and ' HTTP/1.1" ' in line:
+                request, status = line.split('"')[1:3]
+                method, path, _ = request.split(" ")
+                found.append(f"{method} {path} {status.split()[0]}")
+        return found
+
     # Authority --------------------------------------------------------------
 
     def prepare(self) -> None:
@@ -114,7 +124,8 @@ local-address={LOOPBACK}
 local-port={lab.auth_port}
 socket-dir={self.socket_dir}
 disable-syslog=yes
-loglevel=4
+# Info: one line per API request and per RFC 2136 update, in pdns.log.
+loglevel=6
 # No query to secpoll.powerdns.com: nothing leaves the machine.
 security-poll-suffix=
 # RFC 2136, for the zones and addresses the zone metadata allows.

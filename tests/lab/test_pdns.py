@@ -20,7 +20,7 @@ import requests
 
 from . import Lab
 from .pdns import PowerDns
-from .test_lab import issue
+from .test_lab import issue, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -120,6 +120,8 @@ def test_pdns_api_change_is_served_signed_and_validates(pdns_lab: Lab) -> None:
     lab.flush_resolver(owner, "TLSA")
     answer = lab.resolver_query(owner, "TLSA")
     assert answer.flags & dns.flags.AD and tlsa_texts(answer) == [record]
+    logged = f"PATCH /api/v1/servers/localhost/zones/{lab.zone} 204"
+    wait_for(lambda: logged in authority(lab).api_requests())
 
 
 def test_pdns_api_refuses_a_wrong_key(pdns_lab: Lab) -> None:
@@ -127,6 +129,8 @@ def test_pdns_api_refuses_a_wrong_key(pdns_lab: Lab) -> None:
     owner = f"_25._tcp.wrongkey.{lab.zone}"
     done = patch(lab, "not-the-key", owner, random_tlsa())
     assert done.status_code == 401
+    logged = f"PATCH /api/v1/servers/localhost/zones/{lab.zone} 401"
+    wait_for(lambda: logged in authority(lab).api_requests())
     assert lab.auth_query(owner, "TLSA").rcode() == dns.rcode.NXDOMAIN
 
 
