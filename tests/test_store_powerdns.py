@@ -11,6 +11,7 @@ import http.server
 import itertools
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -122,6 +123,7 @@ ANSWERS: dict[str, tuple[int, dict[str, str], str]] = {
             ""),
     "not a list": (200, {"Content-Type": "application/json"}, '{"zones": []}'),
     "zones": (200, {"Content-Type": "application/json"}, json.dumps(ZONE_LIST)),
+    "bad zone": (200, {"Content-Type": "application/json"}, '[{"name": "dane.test."}]'),
     "bad rrset": (
         200,
         {"Content-Type": "application/json"},
@@ -440,6 +442,20 @@ def test_a_secondary_zone_is_refused(pdns_lab: Lab) -> None:
     )
 
 
+def test_a_zone_deleted_meanwhile_is_named(pdns_lab: Lab) -> None:
+    zone = f"gone.{pdns_lab.zone}"
+    store = store_for(pdns_lab)
+    with extra_zone(pdns_lab, zone):
+        assert store.list(f"_25._tcp.mail.{zone}").records == frozenset()
+    with pytest.raises(StoreError) as info:
+        store.add({record(f"_25._tcp.mail.{zone}", "a1")}, 300)
+    assert str(info.value) == (
+        f"powerdns store: cannot add TLSA records at _25._tcp.mail.{zone}: the PowerDNS "
+        f"server no longer has the zone {zone} (deleted meanwhile); the next run looks the "
+        "zone up again"
+    )
+
+
 def test_api_url_with_api_v1_and_trailing_slash(pdns_lab: Lab) -> None:
     name = fresh(pdns_lab)
     for suffix in ("/", "/api/v1", "/api/v1/"):
@@ -476,6 +492,45 @@ def test_unreachable_api_names_the_url_key_and_pdns_conf() -> None:
     )
 
 
+@contextmanager
+def closing_server() -> Iterator[int]:
+    """A port that accepts connections and closes them unanswered, as PowerDNS
+    does for a client outside webserver-allow-from."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.recv(65536)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        listener.close()
+
+
+def test_a_client_outside_webserver_allow_from_is_told_so() -> None:
+    with closing_server() as port:
+        text = message_of(PowerDnsStore(f"http://127.0.0.1:{port}", WRONG_KEY, credentials=INI))
+    assert text.endswith(
+        f": cannot connect to the PowerDNS API at http://127.0.0.1:{port} (the server closed "
+        f"the connection without answering); check dns_powerdns_api_url in {INI}, and api=yes, "
+        "webserver=yes and webserver-allow-from in pdns.conf"
+    )
+
+
 def test_silent_api_is_a_timeout() -> None:
     with misbehaving_server(None) as port:
         store = PowerDnsStore(f"http://127.0.0.1:{port}", WRONG_KEY, timeout=0.3,
@@ -493,6 +548,8 @@ def test_silent_api_is_a_timeout() -> None:
          "dns_powerdns_api_url in {ini} is the PowerDNS webserver's URL"),
         ({"/zones": "not a list"}, "malformed answer from {url} (the zone list is not a list); "
          "check that dns_powerdns_api_url in {ini} is the PowerDNS webserver's URL"),
+        ({"/zones": "bad zone"}, "malformed answer from {url} (a zone without name, id or "
+         "kind); check that dns_powerdns_api_url in {ini} is the PowerDNS webserver's URL"),
         ({"/zones": "zones", "/zones/dane.test.": "bad rrset"}, "malformed answer from {url} "
          "(a TLSA RRset without usable records); check that dns_powerdns_api_url in {ini} is "
          "the PowerDNS webserver's URL"),
@@ -504,7 +561,8 @@ def test_silent_api_is_a_timeout() -> None:
          "localhost/zones (HTTP 301); set dns_powerdns_api_url in {ini} to the URL it "
          "redirects to"),
     ],
-    ids=["not json", "not a list", "bad rrset", "not an api", "server error", "redirect"],
+    ids=["not json", "not a list", "bad zone", "bad rrset", "not an api", "server error",
+         "redirect"],
 )
 def test_answers_pdns_never_gives_are_named(routes: dict[str, str], reason: str) -> None:
     with fake_api(routes) as url:

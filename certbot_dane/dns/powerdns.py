@@ -40,6 +40,7 @@ until the first operation, and the API key only ever travels in the
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import logging
 import random
 import time
@@ -367,7 +368,7 @@ class PowerDnsStore(RecordStore):
             return _rrsets(owners, body["rrsets"], self.api)
         except _ApiError as err:
             if err.status == 404:
-                err = _ApiError(f"the PowerDNS server no longer has the zone {zone.name}")
+                err = _gone(zone)
             raise self._fail(what, where, err) from None
 
     def list(self, owner: str) -> RRsetView:
@@ -502,8 +503,16 @@ class PowerDnsStore(RecordStore):
             self.api.patch(self._zone_path(zone), {"rrsets": list(bodies.values())})
         except _ApiError as err:
             if err.status == 404:
-                err = _ApiError(f"the PowerDNS server no longer has the zone {zone.name}")
+                err = _gone(zone)
             raise self._fail(what, where, err) from None
+
+
+def _gone(zone: _Zone) -> _ApiError:
+    """A 404 for a zone of the list: deleted since the list was read."""
+    return _ApiError(
+        f"the PowerDNS server no longer has the zone {zone.name} (deleted meanwhile); the "
+        "next run looks the zone up again"
+    )
 
 
 def _label(zone: _Zone, edits: dict[str, _Edit]) -> tuple[str, str]:
@@ -658,6 +667,9 @@ def _os_reason(err: requests.RequestException) -> str:
         if id(current) in seen:
             continue
         seen.add(id(current))
+        if isinstance(current, (http.client.RemoteDisconnected, ConnectionResetError)):
+            # What PowerDNS does to a client outside webserver-allow-from.
+            return "the server closed the connection without answering"
         if isinstance(current, OSError) and current.strerror:
             return current.strerror
         linked = [current.__cause__, current.__context__, getattr(current, "reason", None),
