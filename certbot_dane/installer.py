@@ -79,7 +79,7 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
             "with the alnitak environment contract",
         )
         add("exec-timeout", type=int, help="exec store: seconds before the program is killed")
-        add("api-url", help="record store API base URL (Cloudflare, Route 53 endpoint)")
+        add("api-url", help="record store API base URL (Cloudflare, PowerDNS, Route 53 endpoint)")
         add(
             "endpoints",
             help="where the services listen, HOST:PORT[/STARTTLS],... (STARTTLS: smtp, imap, "

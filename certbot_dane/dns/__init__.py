@@ -33,6 +33,9 @@ STORE_SPECS: dict[str, StoreSpec] = {
     "cloudflare": StoreSpec(
         "cloudflare", "CloudflareStore", "dns-cloudflare", "dns_cloudflare_credentials"
     ),
+    "powerdns": StoreSpec(
+        "powerdns", "PowerDnsStore", "dns-powerdns", "dns_powerdns_credentials"
+    ),
     "exec": StoreSpec("exec", "ExecStore"),
 }
 STORES = tuple(STORE_SPECS)

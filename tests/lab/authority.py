@@ -155,7 +155,11 @@ zone "{zone}" {{
         )
 
 
+# Below Authority, which it subclasses.
+from .pdns import PowerDns  # noqa: E402
+
 #: Every authoritative server the lab can run, by ``Lab(authority=...)`` name.
 AUTHORITIES: dict[str, type[Authority]] = {
     "bind": Bind,
+    "pdns": PowerDns,
 }
