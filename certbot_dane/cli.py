@@ -2,13 +2,15 @@
 
 Subcommands: ``check`` (the deferred step; ``--wait`` until it is done),
 ``status``, ``print`` (TLSA records in zone-file format), ``verify`` (DNS
-against the served certificate and a live endpoint), ``reset`` (re-pin the
+against the served certificate and a live endpoint; ``--write-test``: do the
+lineage's DNS credentials add and delete a record?), ``reset`` (re-pin the
 links to a visible version after hand edits) and ``import-alnitak``.
 
 Exit codes: 0 all well (a lineage that waits counts as well), 1 a lineage
 failed or does not verify (DNS, reload, state, mismatch, endpoint silent,
-``check --wait`` timed out), 2 bad usage, an unknown lineage or unreadable
-input (config dir, certificate file, alnitak config).
+``check --wait`` timed out, a step of ``verify --write-test``), 2 bad usage,
+an unknown lineage or unreadable input (config dir, certificate file,
+alnitak config).
 """
 from __future__ import annotations
 
@@ -138,8 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     show = command("print", "print TLSA records in zone-file format")
     show.add_argument(
         "items", nargs="*", metavar="ITEM",
-        help="a managed lineage, a certificate file, UST:FILE or UST:PORT:FILE "
-        "(default: every managed lineage)",
+        help="a managed lineage, a certificate file (cert.pem, fullchain.pem, or chain.pem "
+        "for its CA), UST:FILE or UST:PORT:FILE (default: every managed lineage)",
     )
     show.add_argument("--cert-name", help="a managed lineage: its served and pending versions")
     show.add_argument(

@@ -5,7 +5,9 @@ zone kept by hand, a second provider, a migration) and to compare what DNS
 holds with what a certificate needs. Sources, in the spirit of alnitak's
 ``print``: a managed lineage (its served and pending versions, as the state
 remembers them), a certificate file, ``UST:FILE`` or ``UST:PORT:FILE``, and
-every archive version of a certbot lineage.
+every archive version of a certbot lineage. A file may start with the leaf
+(``cert.pem``, ``fullchain.pem``) or with a CA certificate (``chain.pem``),
+which is then the certificate the records hash.
 """
 from __future__ import annotations
 
@@ -113,9 +115,9 @@ def _ca_records(
     if nameless:
         spec = nameless[0].spec()
         raise PrintError(
-            f"{path}: its first certificate is a CA certificate and names no host for "
-            f"{spec}: give the host with --tlsa {spec}@mail.example.com and the bare file, "
-            "or print the chain.pem beside the lineage's cert.pem"
+            f"{path}: its first certificate is a CA certificate, which names no host for "
+            f"{spec}: name one with --tlsa {spec}@HOST and the bare file, or print the "
+            "chain.pem beside the lineage's cert.pem"
         )
     return tlsa.records_for_subject(targets, ca, names)
 

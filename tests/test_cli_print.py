@@ -169,8 +169,10 @@ def test_ca_certificate_alone_needs_a_host(files: Path) -> None:
     done = cli(files, f"211:{ca}")
     assert done.returncode == 2
     line = one_error_line(done)
-    assert f"{ca}: its first certificate is a CA certificate and names no host for 211:25" in line
-    assert "--tlsa 211:25@mail.example.com" in line
+    assert f"{ca}: its first certificate is a CA certificate, which names no host for 211:25" in (
+        line
+    )
+    assert "name one with --tlsa 211:25@HOST and the bare file" in line
     assert done.stdout == ""
     done = cli(files, "--tlsa", "211:25@mx.example.org", str(ca))
     assert done.returncode == 0, done.stderr
