@@ -136,7 +136,12 @@ def exercise(
             f"{_clean_up(store, record, plan.keep)}"
         ) from None
     say(f"added {line}")
-    seen = _wait(observer, record, servers, timeout, present=True)
+    try:
+        seen = _wait(observer, record, servers, timeout, present=True)
+    except BaseException:
+        # Interrupted (Ctrl-C) while waiting: still leave nothing behind.
+        _clean_up(store, record, plan.keep)
+        raise
     if seen.ok:
         say(f"seen on {len(servers)}/{len(servers)} authoritative servers "
             f"after {seen.seconds:.1f} s")

@@ -171,3 +171,16 @@ def test_no_servers_found_adds_nothing(dns_: FakeDNS) -> None:
         f"zone of {OWNER}: timed out"
     )
     assert dns_.operations == []
+
+
+def test_interrupted_wait_still_deletes(dns_: FakeDNS) -> None:
+    class Interrupting(Views):
+        def authoritative_view(
+            self, owner: str, server: Address
+        ) -> tuple[set[Record], bool, int]:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        exercise(FakeStore(dns_), Interrupting(dns_))
+    assert dns_.zone[OWNER] == {SERVED}
+    assert [op for op, _ in dns_.operations] == ["add", "delete"]
