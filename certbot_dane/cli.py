@@ -2,13 +2,15 @@
 
 Subcommands: ``check`` (the deferred step; ``--wait`` until it is done),
 ``status``, ``print`` (TLSA records in zone-file format), ``verify`` (DNS
-against the served certificate and a live endpoint), ``reset`` (re-pin the
+against the served certificate and a live endpoint; ``--write-test``: do the
+lineage's DNS credentials add and delete a record?), ``reset`` (re-pin the
 links to a visible version after hand edits) and ``import-alnitak``.
 
 Exit codes: 0 all well (a lineage that waits counts as well), 1 a lineage
 failed or does not verify (DNS, reload, state, mismatch, endpoint silent,
-``check --wait`` timed out), 2 bad usage, an unknown lineage or unreadable
-input (config dir, certificate file, alnitak config).
+``check --wait`` timed out, a step of ``verify --write-test``), 2 bad usage,
+an unknown lineage or unreadable input (config dir, certificate file,
+alnitak config).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import alnitak, clilog, danedir, repin, report, state, tlsa, verify, zonefile
+from . import alnitak, clilog, danedir, repin, report, state, tlsa, verify, writetest, zonefile
 from .engine import Engine, EngineError, Result
 from .lookup import resolver_address
 from .observe import ObserveError, parse_address
@@ -147,8 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     show = command("print", "print TLSA records in zone-file format")
     show.add_argument(
         "items", nargs="*", metavar="ITEM",
-        help="a managed lineage, a certificate file, UST:FILE or UST:PORT:FILE "
-        "(default: every managed lineage)",
+        help="a managed lineage, a certificate file (cert.pem, fullchain.pem, or chain.pem "
+        "for its CA), UST:FILE or UST:PORT:FILE (default: every managed lineage)",
     )
     show.add_argument("--cert-name", help="a managed lineage: its served and pending versions")
     show.add_argument(
@@ -180,10 +182,17 @@ def _parser() -> argparse.ArgumentParser:
         help="validating resolver to ask (default: the lineage's, else the system's)",
     )
     check_dns.add_argument(
-        "--timeout", type=_positive, default=verify.CONNECT_TIMEOUT,
-        help=f"seconds to wait for the endpoint (default: {verify.CONNECT_TIMEOUT:.0f})",
+        "--timeout", type=_positive,
+        help=f"seconds to wait for the endpoint (default: {verify.CONNECT_TIMEOUT:.0f}), or "
+        "with --write-test for the test record to appear, and again to go (default: "
+        f"{writetest.WAIT_TIMEOUT:.0f})",
     )
     check_dns.add_argument("--json", action="store_true", help="machine-readable output")
+    check_dns.add_argument(
+        "--write-test", action="store_true",
+        help="with --cert-name: add a throw-away TLSA record through the lineage's DNS "
+        "credentials, wait until every authoritative server serves it, delete it",
+    )
 
     reset = command(
         "reset", "re-pin the dane links to the version whose records are visible"
@@ -498,6 +507,8 @@ def _check_resolver(text: str | None) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.write_test:
+        return _write_test(args)
     names = _lineages(args.config_dir, args.cert_name)
     if args.starttls and not args.connect:
         raise UsageError("--starttls needs --connect HOST:PORT")
@@ -524,7 +535,8 @@ def _verify(args: argparse.Namespace) -> int:
             _error(_about(name, err))
             code = EXIT_FAILED
             continue
-        verdict = verify.verify_lineage(data, resolver, connect, args.starttls, args.timeout)
+        timeout = args.timeout or verify.CONNECT_TIMEOUT
+        verdict = verify.verify_lineage(data, resolver, connect, args.starttls, timeout)
         verdicts.append(verdict)
         if verdict.ok:
             if not args.json:
@@ -539,6 +551,32 @@ def _verify(args: argparse.Namespace) -> int:
     elif not names:
         _out(args, f"no lineage is managed by certbot-dane in {args.config_dir}")
     return code
+
+
+def _write_test(args: argparse.Namespace) -> int:
+    """``verify --write-test``: the lineage's credentials add and delete a record."""
+    for option, given in (
+        ("--connect", args.connect), ("--starttls", args.starttls), ("--json", args.json)
+    ):
+        if given:
+            raise UsageError(f"--write-test tests DNS only: drop {option}")
+    if not args.cert_name:
+        raise UsageError("--write-test tests one lineage: add --cert-name NAME")
+    _check_resolver(args.resolver)
+    (name,) = _lineages(args.config_dir, args.cert_name)
+    data = _load(args.config_dir, name)
+    try:
+        writetest.run(
+            args.config_dir,
+            data,
+            lambda line: _out(args, f"{name}: {line}"),
+            args.timeout or writetest.WAIT_TIMEOUT,
+            args.resolver,
+        )
+    except writetest.WriteTestFailed as err:
+        _error(_about(name, err))
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 # reset --------------------------------------------------------------------
