@@ -737,6 +737,29 @@ def test_a_wrong_clock(aws_env: None, code: str, text: str) -> None:
     )
 
 
+def test_an_incomplete_signature(aws_env: None) -> None:
+    refused = (403, error_xml("IncompleteSignature", "Authorization header requires "
+                              "'Credential' parameter."))
+    with fake_route53(one_zone({"ListHostedZones": refused})) as fake:
+        error = failure(lambda: fake_store(fake.url).list(NAME))
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at {NAME}: AWS rejected the request "
+        "signature (IncompleteSignature); check the keys in the environment (AWS_ACCESS_KEY_ID)"
+    )
+
+
+@pytest.mark.parametrize("body", [b"", b"<html><body>403 Forbidden</body></html>"])
+def test_a_refusal_without_an_aws_error_code(aws_env: None, body: bytes) -> None:
+    """A proxy or gateway in front of the endpoint refuses in its own words."""
+    with fake_route53(one_zone({"ListHostedZones": (403, body)})) as fake:
+        error = failure(lambda: fake_store(fake.url).list(NAME))
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at {NAME}: AWS refused the request (HTTP "
+        "403); check the credentials from the environment (AWS_ACCESS_KEY_ID) and the IAM "
+        "policy of their user or role"
+    )
+
+
 THROTTLED = (400, error_xml("Throttling", "Rate exceeded"))
 BUSY = (400, error_xml("PriorRequestNotComplete", "The request was rejected because Route 53 "
                        "was still processing a prior request."))

@@ -654,6 +654,8 @@ class _Refusal:
             # botocore parses into neither a code nor a message.
             code = "InvalidChangeBatch"
         meta = response.get("ResponseMetadata") or {}
+        if code == str(meta.get("HTTPStatusCode")):
+            code = ""  # botocore's stand-in for a body without an error code
         return cls(
             code,
             _clean(str(error.get("Message") or "")),
