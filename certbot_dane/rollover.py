@@ -461,7 +461,14 @@ def decide(state: State, now: float, seen: Seen, policy: Policy) -> Action:
         return retime
     unproven = wanted - state.live
     if unproven:
-        return _prove(state, now, seen, policy, unproven)
+        action = _prove(state, now, seen, policy, unproven)
+        if isinstance(action, Wait) and action.waiting_for == "authoritative":
+            # A record that vanished while it was being proven (deleted by
+            # hand, a zone restored) would be waited for forever: the audit
+            # finds it missing, and it is published again.
+            if _audit_due(state, now, policy):
+                return Audit(wanted)
+        return action
     if _audit_due(state, now, policy):
         return Audit(wanted)
     return Idle()
