@@ -33,6 +33,8 @@ STORE_SPECS: dict[str, StoreSpec] = {
     "cloudflare": StoreSpec(
         "cloudflare", "CloudflareStore", "dns-cloudflare", "dns_cloudflare_credentials"
     ),
+    "desec": StoreSpec("desec", "DesecStore", "dns-desec", "dns_desec_credentials"),
+    "ovh": StoreSpec("ovh", "OvhStore", "dns-ovh", "dns_ovh_credentials", "ovh"),
     "exec": StoreSpec("exec", "ExecStore"),
 }
 STORES = tuple(STORE_SPECS)
