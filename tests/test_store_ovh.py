@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 
+import ovh.exceptions
 import pytest
 
 from certbot_dane import dns as stores
@@ -501,6 +502,8 @@ def test_no_credentials_file(tmp_path: Path) -> None:
         from_options({"tlsa": "311:25"}, config, NAME)
 
 
+@pytest.mark.skipif(not hasattr(ovh.exceptions, "InvalidConfiguration"),
+                    reason="this ovh package predates OAuth2 (1.1)")
 def test_oauth2_settings_in_the_environment_are_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

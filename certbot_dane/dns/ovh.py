@@ -67,6 +67,10 @@ DEFAULT_ENDPOINT = "ovh-eu"
 #: the rights a consumer key needs, as OVH's token page asks for them
 RIGHTS = "GET, POST, PUT and DELETE on /domain/zone/*"
 TOKEN_PAGE = "https://eu.api.ovh.com/createToken/ (ca.api.ovh.com for ovh-ca)"
+#: the library's refusal of its own settings (ovh 1.1 and later; 1.0 has no OAuth2)
+_CONFIGURATION_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(ovh.exceptions, n) for n in ("InvalidConfiguration",) if hasattr(ovh.exceptions, n)
+)
 #: what a request with ``absent_ok`` returns for a 404 (the object is not there)
 ABSENT = object()
 
@@ -141,7 +145,7 @@ class OvhStore(RecordStore):
                 consumer_key=consumer_key,
                 timeout=timeout,
             )
-        except ovh.exceptions.InvalidConfiguration:
+        except _CONFIGURATION_ERRORS:
             # The library adds OAuth2 settings from OVH_CLIENT_ID/OVH_CLIENT_SECRET
             # or an ovh.conf to the keys given; both at once is refused.
             raise StoreConfigError(
