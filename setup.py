@@ -22,6 +22,7 @@ docs_extras = ["sphinx>=5"]
 
 # Optional SDKs, imported only when their store is used.
 route53_extras = ["boto3"]
+ovh_extras = ["ovh>=1.0"]
 
 setup(
     name="certbot-dane",
@@ -39,6 +40,7 @@ setup(
         "test": test_extras,
         "docs": docs_extras,
         "route53": route53_extras,
+        "ovh": ovh_extras,
     },
     entry_points={
         "certbot.plugins": ["dane = certbot_dane.installer:Installer"],

@@ -25,6 +25,7 @@ from certbot.display import util as display_util
 from certbot.plugins import common
 
 from . import settings as dane_settings
+from .dns import STORES
 from .engine import Engine, EngineError, Result
 from .lineage import LineageError, name_from_live_path
 from .state import StateError
@@ -48,7 +49,10 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
             "e.g. 311:25,211:25 or 312:443/tcp@www.example.com (required)",
         )
         add("directory", help="where the links live (default: <config-dir>/dane)")
-        add("dns", help="record store: rfc2136 (default: follows the DNS authenticator)")
+        add(
+            "dns",
+            help=f"record store: {', '.join(STORES)} (default: follows the DNS authenticator)",
+        )
         add(
             "credentials",
             help="credentials INI of the record store (default: the DNS authenticator's)",

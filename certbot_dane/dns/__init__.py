@@ -36,6 +36,8 @@ STORE_SPECS: dict[str, StoreSpec] = {
     "powerdns": StoreSpec(
         "powerdns", "PowerDnsStore", "dns-powerdns", "dns_powerdns_credentials"
     ),
+    "desec": StoreSpec("desec", "DesecStore", "dns-desec", "dns_desec_credentials"),
+    "ovh": StoreSpec("ovh", "OvhStore", "dns-ovh", "dns_ovh_credentials", "ovh"),
     "exec": StoreSpec("exec", "ExecStore"),
 }
 STORES = tuple(STORE_SPECS)

@@ -37,6 +37,7 @@ from .base import (
     by_owner,
     outcome,
 )
+from .webapi import MAX_RETRIES, MAX_RETRY_WAIT, network_cause, retry_after
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -54,12 +55,6 @@ AUTOMATIC_TTL_SECONDS = 300
 #: Cloudflare answers a create of an existing identical record with this code;
 #: another host (or an earlier, interrupted run) made it, which is what we wanted.
 IDENTICAL_RECORD_EXISTS = 81058
-
-#: 429 handling: at most this many retries, each waiting what Retry-After asks
-#: but never longer than MAX_RETRY_WAIT seconds (a longer wait fails instead,
-#: so a run never hangs for minutes on a rate limit).
-MAX_RETRIES = 3
-MAX_RETRY_WAIT = 30.0
 
 #: A runaway pagination (a server that always claims one more page) stops here.
 MAX_PAGES = 1000
@@ -276,7 +271,7 @@ class CloudflareApi:
                 raise _ApiError(self._redact(_connection_reason(err))) from None
             logger.debug("cloudflare: %s %s -> HTTP %s", method, path, response.status_code)
             if response.status_code == 429:
-                wait = _retry_after(response.headers.get("Retry-After"), attempt)
+                wait = retry_after(response.headers.get("Retry-After"), attempt)
                 if attempt == MAX_RETRIES or wait > MAX_RETRY_WAIT:
                     self._limited = _rate_limited(attempt, wait)
                     raise _ApiError(self._limited, status=429)
@@ -722,26 +717,9 @@ def _rate_limited(retries: int, wait: float) -> str:
     )
 
 
-def _retry_after(value: str | None, attempt: int) -> float:
-    """Seconds to wait before retrying a 429: Retry-After, else a short backoff."""
-    try:
-        return max(0.0, float(value)) if value is not None else float(2**attempt)
-    except ValueError:
-        return float(2**attempt)
-
-
 def _connection_reason(err: requests.RequestException) -> str:
     """The innermost OS-level reason (e.g. "Connection refused"), not urllib3's essay."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [err]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return f"cannot connect to the API: {current.strerror}"
-        reason = getattr(current, "reason", None)
-        linked = [current.__cause__, current.__context__, reason, *current.args]
-        todo.extend(e for e in linked if isinstance(e, BaseException))
+    cause = network_cause(err)
+    if cause:
+        return f"cannot connect to the API: {cause}"
     return f"cannot connect to the API ({type(err).__name__})"
