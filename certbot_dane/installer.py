@@ -50,7 +50,7 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         add("dns", help="record store: rfc2136 (default: follows the DNS authenticator)")
         add(
             "credentials",
-            help="credentials INI of the record store (default: the DNS authenticator's)",
+            help="credentials file of the record store (default: the DNS authenticator's)",
         )
         add(
             "resolver",
@@ -78,7 +78,12 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
             "with the alnitak environment contract",
         )
         add("exec-timeout", type=int, help="exec store: seconds before the program is killed")
-        add("api-url", help="record store API base URL (Cloudflare, Route 53 endpoint)")
+        add("api-url", help="record store API base URL (Cloudflare, Route 53, Google endpoint)")
+        add(
+            "google-project",
+            help="google store: the Google Cloud project that holds the zones (default: "
+            "--dns-google-project, else the credentials' project)",
+        )
         add("lock-timeout", type=int, help=argparse.SUPPRESS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -179,6 +184,7 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         options["exec"] = self.conf("exec")
         options["exec_timeout"] = self.conf("exec-timeout")
         options["api_url"] = self.conf("api-url")
+        options["google_project"] = self.conf("google-project")
         return options
 
     def _certname(self) -> str | None:

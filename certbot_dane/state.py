@@ -50,6 +50,8 @@ class Settings:
     exec_command: str | None = None
     exec_timeout: int = 60
     api_url: str | None = None
+    #: the cloud project that holds the zones (the google store)
+    project: str | None = None
 
 
 @dataclass
