@@ -16,8 +16,8 @@ new change is ``pending`` for :attr:`FakeGoogle.pending_polls` reads, then
 
 The token endpoint (``POST /token``, a service-account file's ``token_uri``)
 checks the RS256 signature of the JWT assertion against the account's
-public key, its audience (Google's token endpoint), scope and lifetime, and answers an access token or
-Google's ``invalid_grant``. The metadata server (``/`` and
+public key, its audience (Google's token endpoint), scope and lifetime, and
+answers an access token or Google's ``invalid_grant``. The metadata server (``/`` and
 ``/computeMetadata/v1/...``, answering only with ``Metadata-Flavor: Google``)
 serves a VM's project id and its default service account's tokens.
 
@@ -97,6 +97,10 @@ class Seen:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any = None
+
+    def header(self, name: str) -> str | None:
+        """A header's value, whatever the case the client wrote its name in."""
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
 
 
 @dataclass
@@ -217,7 +221,7 @@ class FakeGoogle:
     def add_zone(self, name: str, dns_name: str, visibility: str = "public",
                  zone_id: str | None = None) -> None:
         zone = _Zone(name, dns_name.lower(), visibility, zone_id or str(len(self.state) + 1))
-        soa = f"ns-cloud-a1.googledomains.com. cloud-dns-hostmaster.google.com. 1 21600 3600 " \
+        soa = "ns-cloud-a1.googledomains.com. cloud-dns-hostmaster.google.com. 1 21600 3600 " \
               "259200 300"
         zone.rrsets[(zone.dns_name, "SOA")] = _rrset(zone.dns_name, "SOA", 21600, [soa])
         zone.rrsets[(zone.dns_name, "NS")] = _rrset(
@@ -440,9 +444,9 @@ class FakeGoogle:
         if len(additions) > 1000 or len(deletions) > 1000:
             raise _error(413, "quotaExceeded", "Quota exceeded: rrsetAdditionsPerChange or "
                          "rrsetDeletionsPerChange")
-        for hook in self.before_change:
+        hooks, self.before_change = self.before_change, []
+        for hook in hooks:
             hook(self)
-        self.before_change.clear()
         rrsets = dict(zone.rrsets)
         for index, wanted in enumerate(deletions):
             where = f"entity.change.deletions[{index}]"

@@ -54,6 +54,7 @@ import dns.rdtypes.ANY.TLSA
 import google.auth
 import google.auth.exceptions
 import google.auth.transport.requests
+import google.oauth2.credentials
 import google.oauth2.service_account
 import requests
 
@@ -232,14 +233,21 @@ def load_key_file(path: str) -> tuple[Any, str | None, str | None, str | None]:
     """(credentials, project, email, token URI) from a key file, offline.
 
     A service-account key (what certbot-dns-google documents) is checked
-    field by field so that the message can say what is wrong; any other kind
-    google-auth understands (an ``authorized_user`` login, workload identity
-    federation) is handed to google-auth as certbot-dns-google does.
+    field by field so that the message can say what is wrong. gcloud's
+    ``authorized_user`` login is accepted too, as certbot-dns-google does.
     """
     info = _read_json(path)
     kind = info.get("type")
+    if kind == "authorized_user":
+        return _user_file(path, info)
     if kind != "service_account":
-        return _other_key_file(path, kind)
+        # Other kinds (workload identity federation) may run programs named in
+        # the file: not something to accept from a credentials option.
+        raise StoreConfigError(
+            f"google store: {path} is not a service-account key file (its \"type\" is "
+            f"{kind!r}, not \"service_account\"); create a JSON key for the service account "
+            "and give that file"
+        )
     missing = [k for k in _KEY_FIELDS if not isinstance(info.get(k), str) or not info[k]]
     if missing:
         raise StoreConfigError(
@@ -284,22 +292,20 @@ def _read_json(path: str) -> dict[str, Any]:
     return info
 
 
-def _other_key_file(path: str, kind: Any) -> tuple[Any, str | None, str | None, str | None]:
-    loader = getattr(google.auth, "load_credentials_from_file", None)
-    if not isinstance(kind, str) or not kind or loader is None:
-        raise StoreConfigError(
-            f"google store: {path} is not a service-account key file (its \"type\" is "
-            f"{kind!r}, not \"service_account\"); create a JSON key for the service account "
-            "and give that file"
-        )
+def _user_file(path: str, info: dict[str, Any]) -> tuple[Any, None, None, None]:
+    """A gcloud application-default login (``authorized_user``), which
+    certbot-dns-google accepts too; its project must be given."""
     try:
-        credentials, project = loader(path, scopes=[SCOPE])
-    except (google.auth.exceptions.GoogleAuthError, ValueError) as err:
+        credentials = google.oauth2.credentials.Credentials.from_authorized_user_info(
+            info, scopes=[SCOPE]
+        )
+    except (ValueError, TypeError, google.auth.exceptions.GoogleAuthError) as err:
         raise StoreConfigError(
-            f"google store: cannot use the {kind} credentials in {path} "
-            f"({_first_sentence(err)}); give a service-account key file (JSON) instead"
+            f"google store: the login in {path} is incomplete ({_first_sentence(err)}); run "
+            "'gcloud auth application-default login' again, or give a service-account key "
+            "file (JSON)"
         ) from None
-    return credentials, project, None, None
+    return credentials, None, None, None
 
 
 # The API ----------------------------------------------------------------------
@@ -456,7 +462,7 @@ class CloudDnsApi:
                 "tries again (if it persists, raise the project's Cloud DNS API quota)",
                 status, soft=True)
         if status >= 500:
-            return _ApiError(f"Cloud DNS failed (HTTP {status}){said} after {tries} tries; "
+            return _ApiError(f"Cloud DNS failed with HTTP {status}{said} after {tries} tries; "
                              "try again later", status)
         label = f"HTTP {status}{f', {reason}' if reason else ''}"
         return _ApiError(f"Cloud DNS refused the request ({label}){said}", status)
@@ -882,13 +888,14 @@ def _store_error(what: str, where: str, err: _ApiError) -> StoreError:
 
 
 def _warn_if_readable_by_others(path: str) -> None:
-    """certbot's own warning for a key file that others can read, as certbot-dns-google."""
-    try:
+    """certbot's own warning for a key file that others can read, as certbot-dns-google.
+
+    A path that is no file is left to the reading, which says so in our words.
+    """
+    if Path(path).is_file():
         from certbot.plugins import dns_common
 
         dns_common.validate_file_permissions(path)
-    except (ImportError, OSError):
-        pass
 
 
 def _retry_after(value: str | None, attempt: int) -> float:
