@@ -97,6 +97,8 @@ class Seen:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any = None
+    #: the HTTP status the fake answered
+    status: int = 0
 
     def header(self, name: str) -> str | None:
         """A header's value, whatever the case the client wrote its name in."""
@@ -312,6 +314,7 @@ class FakeGoogle:
                 status, doc, headers = 200, self._route(method, seen), {}
         except _Reply as reply:
             status, doc, headers = reply.status, reply.doc, reply.headers
+        seen.status = status
         if isinstance(doc, bytes):
             payload, content_type = doc, headers.pop("Content-Type", "text/html")
         elif isinstance(doc, str):
@@ -514,7 +517,9 @@ class FakeGoogle:
         if not (iat - 60 <= now <= exp and exp - iat <= 3600):
             raise _grant_error("invalid_grant", "Invalid JWT: Token must be a short-lived "
                                "token (60 minutes) and in a reasonable timeframe.")
-        if claims.get("aud") != AUDIENCE:
+        # Current google-auth signs for Google's endpoint, older versions for the
+        # file's token_uri: for a real key file the two are the same URL.
+        if claims.get("aud") not in (AUDIENCE, self.token_uri):
             raise _grant_error("invalid_grant", f"Invalid JWT: audience is not {AUDIENCE}.")
         if not set(str(claims.get("scope", "")).split()) & set(SCOPES):
             raise _grant_error("invalid_scope", "Invalid OAuth scope or ID token audience "
