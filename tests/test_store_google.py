@@ -376,6 +376,26 @@ def test_a_change_refused_because_the_set_changed_is_read_again_and_retried(
     assert len(fake.seen("GET", "/rrsets")) == 2
 
 
+def test_a_refused_change_of_many_names_is_read_again_with_one_listing_and_resent_whole(
+    fake: FakeGoogle, key: Path
+) -> None:
+    names = [owner(fake, f"r{i:02}") for i in range(google.ZONE_LISTING_MIN)]
+    theirs = record(names[3], "d4")
+    fake.before_change.append(lambda server: server.put(names[3], {theirs}))
+    store = store_for(fake, key)
+    assert store.add_many([({record(n, "a1")}, 300) for n in names]) == [None] * len(names)
+    refused, retried = fake.seen("POST", "/changes")
+    assert (refused.status, retried.status) == (409, 200)
+    assert len(retried.body["additions"]) == len(names) == len(refused.body["additions"])
+    assert refused.body["deletions"] == []
+    assert retried.body["deletions"] == [
+        {"name": names[3], "type": "TLSA", "ttl": 300, "rrdatas": [f"3 1 1 {theirs.data}"]}]
+    listings = fake.seen("GET", "/rrsets")
+    assert all("name" not in r.query for r in listings)
+    assert fake.tlsa(names[3]) == {record(names[3], "a1"), theirs}
+    assert all(fake.tlsa(n) == {record(n, "a1")} for n in names if n != names[3])
+
+
 def test_a_set_that_keeps_changing_gives_up_softly(fake: FakeGoogle, key: Path) -> None:
     name = owner(fake, "busy")
     fake.put(name, {record(name, "c3")})

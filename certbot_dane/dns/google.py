@@ -179,6 +179,8 @@ class _Auth:
         email = getattr(self.credentials, "service_account_email", None)
         if isinstance(email, str) and "@" in email:
             return f"the service account {email}"
+        if self.path:
+            return f"the account logged in to {self.path}"
         return "the account of the ambient credentials"
 
     def load(self) -> None:
@@ -755,8 +757,10 @@ class GoogleStore(RecordStore):
                              attempt + 1, err.reason)
                 # Two hosts retrying in lockstep would collide again.
                 self._sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+                listed = self._read_zone(zone) if len(edits) >= ZONE_LISTING_MIN else None
                 for owner in edits:
-                    current[owner] = self._read(zone, owner)
+                    current[owner] = listed.get(owner) if listed is not None else self._read(
+                        zone, owner)
         assert last is not None
         raise _ApiError(f"{last.reason}; refused {self.swap_attempts} times as other hosts "
                         "keep changing the records; the next check tries again", soft=True)
