@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from google.auth import exceptions as google_auth_exceptions
 from google.auth.compute_engine import _metadata
 
 from certbot_dane import dns as stores
@@ -672,6 +673,31 @@ def test_a_bad_key_file_is_one_line_naming_it(
         GoogleStore(str(path))
     message = one_line(info)  # type: ignore[arg-type]
     assert str(path) in message and expected in message
+
+
+def test_a_refused_gcloud_login_says_to_log_in_again(
+    fake: FakeGoogle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gcloud login always asks Google's own token endpoint: refused here without asking."""
+    login = {"type": "authorized_user", "client_id": "1.apps.googleusercontent.com",
+             "client_secret": "d-secret", "refresh_token": "1//refresh-secret"}
+    path = key_file(tmp_path / "adc.json", login)
+    store = store_for(fake, path, project="dane-project")
+
+    def refused(*args: object) -> None:
+        raise google_auth_exceptions.RefreshError(
+            "invalid_grant: Token has been expired or revoked.", {"error": "invalid_grant"})
+
+    monkeypatch.setattr(store.auth.credentials, "before_request", refused)
+    with pytest.raises(StoreError) as info:
+        store.list(owner(fake, "x"))
+    message = one_line(info)
+    assert message.endswith(
+        f"Google refused the gcloud login in {path} (invalid_grant: Token has been expired or "
+        "revoked.); run 'gcloud auth application-default login' again, or give a "
+        "service-account key file (JSON)")
+    assert "d-secret" not in message and "refresh-secret" not in message
+    assert fake.requests == []
 
 
 def test_a_broken_private_key_is_named_without_showing_it(

@@ -218,6 +218,11 @@ class _Auth:
 
     def _refused(self, err: Exception) -> str:
         detail = _clean(str(err.args[0]) if err.args else type(err).__name__)
+        if self.path and not self.email:
+            return (
+                f"Google refused the gcloud login in {self.path} ({detail}); run 'gcloud auth "
+                "application-default login' again, or give a service-account key file (JSON)"
+            )
         if self.path:
             return (
                 f"Google refused the key of {self.email} in {self.path} ({detail}); the key "
