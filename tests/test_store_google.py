@@ -347,7 +347,7 @@ def test_an_item_without_a_zone_fails_alone(fake: FakeGoogle, key: Path) -> None
 
 @pytest.mark.parametrize(
     ("race", "status"),
-    [("grows", 412), ("appears", 409), ("vanishes", 404)],
+    [("grows", 412), ("retimed", 412), ("appears", 409), ("vanishes", 404)],
 )
 def test_a_change_refused_because_the_set_changed_is_read_again_and_retried(
     fake: FakeGoogle, key: Path, race: str, status: int
@@ -358,6 +358,9 @@ def test_a_change_refused_because_the_set_changed_is_read_again_and_retried(
         fake.put(name, {first})
 
     def other_host(server: FakeGoogle) -> None:
+        if race == "retimed":
+            server.put(name, {first}, ttl=600)
+            return
         server.put(name, {first, theirs} if race == "grows" else
                    {theirs} if race == "appears" else set())
 
@@ -367,6 +370,9 @@ def test_a_change_refused_because_the_set_changed_is_read_again_and_retried(
     if race == "vanishes":
         store.delete({first})
         assert fake.tlsa(name) == set()
+    elif race == "retimed":
+        store.add({mine}, 300)
+        assert fake.tlsa(name) == {mine, first}
     else:
         store.add({mine}, 300)
         assert fake.tlsa(name) == {mine, theirs} | ({first} if race == "grows" else set())
