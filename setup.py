@@ -23,6 +23,8 @@ docs_extras = ["sphinx>=5"]
 # Optional SDKs, imported only when their store is used.
 route53_extras = ["boto3"]
 ovh_extras = ["ovh>=1.0"]
+# Cloud DNS over REST: google-auth makes the tokens, requests (certbot's) carries them.
+google_extras = ["google-auth>=1.5.1"]
 
 setup(
     name="certbot-dane",
@@ -41,6 +43,7 @@ setup(
         "docs": docs_extras,
         "route53": route53_extras,
         "ovh": ovh_extras,
+        "google": google_extras,
     },
     entry_points={
         "certbot.plugins": ["dane = certbot_dane.installer:Installer"],

@@ -55,7 +55,7 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         )
         add(
             "credentials",
-            help="credentials INI of the record store (default: the DNS authenticator's)",
+            help="credentials file of the record store (default: the DNS authenticator's)",
         )
         add(
             "resolver",
@@ -83,7 +83,11 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
             "with the alnitak environment contract",
         )
         add("exec-timeout", type=int, help="exec store: seconds before the program is killed")
-        add("api-url", help="record store API base URL (Cloudflare, PowerDNS, Route 53 endpoint)")
+        add(
+            "api-url",
+            help="record store API base URL (Cloudflare, Google, PowerDNS, deSEC, OVH, "
+            "Route 53 endpoint)",
+        )
         add(
             "endpoints",
             help="where the services listen, HOST:PORT[/STARTTLS],... (STARTTLS: smtp, imap, "
@@ -111,6 +115,11 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         add(
             "group",
             help="group that may read the key files in the dane directory (default: none)",
+        )
+        add(
+            "google-project",
+            help="google store: the Google Cloud project that holds the zones (default: "
+            "--dns-google-project, else the credentials' project)",
         )
         add("lock-timeout", type=int, help=argparse.SUPPRESS)
 
@@ -217,6 +226,7 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         options["audit_interval"] = self.conf("audit-interval")
         options["issuers"] = self.conf("issuers")
         options["group"] = self.conf("group")
+        options["google_project"] = self.conf("google-project")
         return options
 
     def _certname(self) -> str | None:

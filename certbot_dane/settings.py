@@ -5,6 +5,7 @@ credentials file, and fails with one line that names the problem and the fix.
 """
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -20,6 +21,9 @@ DEFAULT_EXEC_TIMEOUT = 60
 DEFAULT_ENDPOINT_TIMEOUT = 3600
 DEFAULT_AUDIT_INTERVAL = 900
 MAX_TTL = 2**31 - 1
+#: A Google Cloud project id (6 to 30 of a-z, 0-9 and -, from a letter), with
+#: the domain prefix that old projects of Google Workspace domains carry.
+_PROJECT_ID = re.compile(r"(?:[a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
 
 
 class SettingsError(ValueError):
@@ -77,6 +81,7 @@ def from_options(options: dict[str, Any], config: Any, name: str | None) -> Sett
         ),
         issuers=_issuers(options.get("issuers"), targets),
         group=_group(options.get("group")),
+        project=_project(options, config, params, store),
     )
     try:
         stores.open_store(settings, config.config_dir)
@@ -122,6 +127,32 @@ def _credentials(
             "path of the INI your DNS plugin uses"
         )
     return str(resolved)
+
+
+def _project(
+    options: dict[str, Any], config: Any, params: dict[str, Any], store: str
+) -> str | None:
+    """The cloud project: ``--dane-google-project``, else the authenticator's
+    (``--dns-google-project``, kept as ``dns_google_project``)."""
+    value, source = options.get("google_project"), "--dane-google-project"
+    key = stores.project_key(store)
+    if value and not key:
+        raise SettingsError(
+            f"--dane-google-project applies to --dane-dns google only, not to {store}; "
+            "remove it"
+        )
+    if not value and key:
+        value = getattr(config, key, None) or params.get(key)
+        source = f"{key} of the renewal configuration (--dns-google-project)"
+    if not value:
+        return None
+    text = str(value).strip()
+    if not _PROJECT_ID.fullmatch(text):
+        raise SettingsError(
+            f"{source}: {text!r} is not a Google Cloud project id (6 to 30 lower-case "
+            "letters, digits and hyphens, as shown by 'gcloud projects list')"
+        )
+    return text
 
 
 def _address(value: Any, option: str) -> str | None:

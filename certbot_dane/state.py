@@ -56,6 +56,8 @@ class Settings:
     audit_interval: int = 900
     issuers: str | None = None
     group: str | None = None
+    #: the cloud project that holds the zones (the google store)
+    project: str | None = None
 
 
 @dataclass
