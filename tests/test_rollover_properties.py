@@ -641,6 +641,7 @@ class World:
             last = self.check()
             while last != Idle() and self.now < deadline + 2000:
                 self.wait(30)
+                self.restart_endpoints()
                 last = self.check()
         newest = max(self.versions)
         assert last == Idle(), f"not settled: {last} {self.state}"
