@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..tlsa import Record
 
@@ -120,6 +120,79 @@ class RecordStore(abc.ABC):
     def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
         """:meth:`retime` for each (records, ttl) item; None where it succeeded."""
         return [outcome(self.retime, records, ttl) for records, ttl in items]
+
+
+#: One item of a batched change: its records and, to add or re-time them, the TTL.
+Change = tuple[list[Record], int | None]
+
+
+class BatchStore(RecordStore):
+    """A store that works in batches: a single call is a batch of one, and
+    every batch is one :meth:`change_many` call that says what to do."""
+
+    def add(self, records: Iterable[Record], ttl: int) -> None:
+        raise_first(self.add_many([(records, ttl)]))
+
+    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
+        raise_first(self.delete_many([(records, keep)]))
+
+    def retime(self, records: Iterable[Record], ttl: int) -> None:
+        raise_first(self.retime_many([(records, ttl)]))
+
+    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
+        return self.change_many("add", [(list(rs), ttl) for rs, ttl in items])
+
+    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
+        return self.change_many("delete", [(list(rs), None) for rs, _keep in items])
+
+    def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
+        return self.change_many("retime", [(list(rs), ttl) for rs, ttl in items])
+
+    @abc.abstractmethod
+    def change_many(self, verb: str, items: Sequence[Change]) -> Outcomes:
+        """Do ``verb`` (add, delete, retime) for every item; one result per item."""
+
+
+class OwnerEdit(Protocol):
+    """What a batch wants at one owner name: records in, records out, the TTL."""
+
+    verb: str
+    plus: set[Record]
+    minus: set[Record]
+    ttl: int | None
+
+
+_E = TypeVar("_E", bound=OwnerEdit)
+
+
+def owner_edits(verb: str, items: Sequence[Change], edit: Callable[[str], _E]) -> dict[str, _E]:
+    """A batch's items merged per owner name (records compared as reading them back gives)."""
+    edits: dict[str, _E] = {}
+    for records, ttl in items:
+        for record in normal(records):
+            here = edits.setdefault(record.owner, edit(verb))
+            if verb == "delete":
+                here.minus.add(record)
+            else:
+                here.plus.add(record)
+                here.ttl = ttl
+    return edits
+
+
+def normal(records: Iterable[Record]) -> list[Record]:
+    """Records with the lower-case owner and data that reading produces, so
+    that merging compares like with like."""
+    return [
+        Record(r.owner.lower(), r.usage, r.selector, r.mtype, r.data.lower()) for r in records
+    ]
+
+
+def per_item(items: Sequence[Change], failed: dict[str, StoreError]) -> Outcomes:
+    """One result per item: the error of the first of its owner names that failed."""
+    return [
+        next((failed[o] for o in (r.owner.lower() for r in records) if o in failed), None)
+        for records, _ in items
+    ]
 
 
 def outcome(operation: Callable[..., _T], *args: object) -> _T | StoreError:

@@ -49,13 +49,13 @@ import requests
 
 from ..tlsa import Record
 from .base import (
+    BatchStore,
+    Change,
     Outcomes,
-    RecordStore,
     RRsetView,
     SoftStoreError,
     StoreConfigError,
     StoreError,
-    raise_first,
 )
 from .webapi import MAX_RETRIES, MAX_RETRY_WAIT, network_cause, one_line, retry_after
 
@@ -253,7 +253,7 @@ class _Edit:
         return rrset
 
 
-class DesecStore(RecordStore):
+class DesecStore(BatchStore):
     """TLSA records at deSEC, each RRset changed by compare-and-swap."""
 
     name = "desec"
@@ -446,30 +446,13 @@ class DesecStore(RecordStore):
 
     # Changing ---------------------------------------------------------------
 
-    def add(self, records: Iterable[Record], ttl: int) -> None:
-        raise_first(self.add_many([(records, ttl)]))
+    def change_many(self, verb: str, items: Sequence[Change]) -> Outcomes:
+        """Every item's owner names, swapped domain by domain; one result per item.
 
-    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
-        raise_first(self.delete_many([(records, keep)]))
-
-    def retime(self, records: Iterable[Record], ttl: int) -> None:
-        """The TTL is the RRset's: a PATCH of the TTL alone, the records untouched."""
-        raise_first(self.retime_many([(records, ttl)]))
-
-    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        """Merged in, one bulk PATCH per domain; the RRset takes the TTL given."""
-        return self._change_many("add", [(list(rs), ttl) for rs, ttl in items])
-
-    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
-        return self._change_many("delete", [(list(rs), None) for rs, _keep in items])
-
-    def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        return self._change_many("retime", [(list(rs), ttl) for rs, ttl in items])
-
-    def _change_many(
-        self, verb: str, items: Sequence[tuple[builtins.list[Record], int | None]]
-    ) -> Outcomes:
-        """Every item's owner names, swapped domain by domain; one result per item."""
+        Additions are merged in, one bulk PATCH per domain, and the RRset
+        takes the TTL given; a TTL change is a PATCH of the TTL alone, the
+        records untouched.
+        """
         edits: dict[str, _Edit] = {}
         for records, ttl in items:
             for record in records:

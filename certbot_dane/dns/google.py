@@ -60,14 +60,16 @@ import requests
 
 from ..tlsa import Record
 from .base import (
+    BatchStore,
+    Change,
     Outcomes,
-    RecordStore,
     RRsetView,
     SoftStoreError,
     StoreConfigError,
     StoreError,
     Views,
-    raise_first,
+    owner_edits,
+    per_item,
 )
 
 if TYPE_CHECKING:
@@ -483,7 +485,7 @@ class CloudDnsApi:
 # The store --------------------------------------------------------------------
 
 
-class GoogleStore(RecordStore):
+class GoogleStore(BatchStore):
     """TLSA records in Cloud DNS managed zones, changed by compare-and-swap."""
 
     name = "google"
@@ -667,51 +669,22 @@ class GoogleStore(RecordStore):
 
     # Changing ---------------------------------------------------------------
 
-    def add(self, records: Iterable[Record], ttl: int) -> None:
-        raise_first(self.add_many([(records, ttl)]))
-
-    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
-        raise_first(self.delete_many([(records, keep)]))
-
-    def retime(self, records: Iterable[Record], ttl: int) -> None:
-        """One change deleting the record set as read and adding it with the new TTL."""
-        raise_first(self.retime_many([(records, ttl)]))
-
-    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        return self._change_many("add", [(_normal(r), [], ttl) for r, ttl in items])
-
-    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
-        return self._change_many("delete", [([], _normal(r), None) for r, _keep in items])
-
-    def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        return self._change_many("retime", [(_normal(r), [], ttl) for r, ttl in items])
-
-    def _change_many(
-        self, verb: str, items: Sequence[tuple[Sequence[Record], Sequence[Record], int | None]]
-    ) -> Outcomes:
+    def change_many(self, verb: str, items: Sequence[Change]) -> Outcomes:
         """Every item's swaps in one change per managed zone (and size).
 
         Cloud DNS applies a change whole or not at all, so a change refused
         because one of its names changed meanwhile is read again and sent
-        again whole; the other names of the change are swapped with it.
+        again whole; the other names of the change are swapped with it. A
+        TTL change deletes the record set as read and adds it with the new TTL.
         """
-        edits: dict[str, _Edit] = {}
-        for plus, minus, ttl in items:
-            for record in plus:
-                edits.setdefault(record.owner, _Edit(verb)).plus.add(record)
-                edits[record.owner].ttl = ttl
-            for record in minus:
-                edits.setdefault(record.owner, _Edit(verb)).minus.add(record)
+        edits = owner_edits(verb, items, _Edit)
         what = {owner: edit.what for owner, edit in edits.items()}
         failed: dict[str, StoreError] = {}
         sent: list[tuple[_Zone, str, dict[str, Any]]] = []
         for zone, owners in self._by_zone(edits, what, failed).values():
             sent += self._swap_zone(zone, {o: edits[o] for o in owners}, failed)
         self._wait_done(sent)
-        return [
-            next((failed[r.owner] for r in [*plus, *minus] if r.owner in failed), None)
-            for plus, minus, _ in items
-        ]
+        return per_item(items, failed)
 
     def _swap_zone(
         self, zone: _Zone, edits: dict[str, _Edit], failed: dict[str, StoreError]
@@ -884,11 +857,6 @@ def _text(record: Record) -> str:
 def _owner(owner: str) -> str:
     """Cloud DNS names are absolute and compared without case."""
     return owner.lower() if owner.endswith(".") else f"{owner.lower()}."
-
-
-def _normal(records: Iterable[Record]) -> list[Record]:
-    """Records with the lower-case owner and data that reading produces."""
-    return [dataclasses.replace(r, owner=_owner(r.owner), data=r.data.lower()) for r in records]
 
 
 def _store_error(what: str, where: str, err: _ApiError) -> StoreError:

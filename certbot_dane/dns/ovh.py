@@ -31,7 +31,7 @@ from __future__ import annotations
 import builtins
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -47,14 +47,14 @@ import requests
 
 from ..tlsa import Record
 from .base import (
+    BatchStore,
+    Change,
     Outcomes,
-    RecordStore,
     RRsetView,
     SoftStoreError,
     StoreConfigError,
     StoreError,
     by_owner,
-    raise_first,
 )
 from .webapi import MAX_RETRIES, MAX_RETRY_WAIT, network_cause, one_line, retry_after
 
@@ -108,7 +108,7 @@ class _Undo:
     entry: _Entry
 
 
-class OvhStore(RecordStore):
+class OvhStore(BatchStore):
     """TLSA records in OVH zones, created and deleted one by one by record id."""
 
     name = "ovh"
@@ -404,30 +404,12 @@ class OvhStore(RecordStore):
         ttls = [e.ttl or self._default_ttl(zone, what) for e in entries]
         return RRsetView(frozenset(e.record for e in entries), min(ttls))
 
-    def add(self, records: Iterable[Record], ttl: int) -> None:
-        raise_first(self.add_many([(records, ttl)]))
+    def change_many(self, verb: str, items: Sequence[Change]) -> Outcomes:
+        """Every item's changes, then one refresh per zone that changed.
 
-    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
-        raise_first(self.delete_many([(records, keep)]))
-
-    def retime(self, records: Iterable[Record], ttl: int) -> None:
-        """Each record's TTL changed in place (PUT): the record is never absent."""
-        raise_first(self.retime_many([(records, ttl)]))
-
-    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        """Each record created on its own; one refresh per zone for all items."""
-        return self._change_many("add", [(list(rs), ttl) for rs, ttl in items])
-
-    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
-        return self._change_many("delete", [(list(rs), None) for rs, _keep in items])
-
-    def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        return self._change_many("retime", [(list(rs), ttl) for rs, ttl in items])
-
-    def _change_many(
-        self, verb: str, items: Sequence[tuple[builtins.list[Record], int | None]]
-    ) -> Outcomes:
-        """Every item's changes, then one refresh per zone that changed."""
+        Each record is created on its own; a TTL change is made in place (PUT),
+        so the record is never absent.
+        """
         results: Outcomes = [None] * len(items)
         made: dict[str, builtins.list[tuple[int, _Undo]]] = {}
         for index, (records, ttl) in enumerate(items):

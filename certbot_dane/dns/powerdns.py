@@ -45,7 +45,7 @@ import logging
 import random
 import time
 import urllib.parse
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,13 +59,15 @@ import requests
 
 from ..tlsa import Record
 from .base import (
+    BatchStore,
+    Change,
     Outcomes,
-    RecordStore,
     RRsetView,
     StoreConfigError,
     StoreError,
     Views,
-    raise_first,
+    owner_edits,
+    per_item,
 )
 
 if TYPE_CHECKING:
@@ -239,7 +241,7 @@ class PowerDnsApi:
         return text.replace(self._key, "***") if self._key else text
 
 
-class PowerDnsStore(RecordStore):
+class PowerDnsStore(BatchStore):
     """TLSA records in PowerDNS zones, changed by read, merge, write and read-back."""
 
     name = "powerdns"
@@ -403,36 +405,13 @@ class PowerDnsStore(RecordStore):
 
     # Changing -------------------------------------------------------------
 
-    def add(self, records: Iterable[Record], ttl: int) -> None:
-        raise_first(self.add_many([(records, ttl)]))
+    def change_many(self, verb: str, items: Sequence[Change]) -> Outcomes:
+        """Every item's changes, one PATCH per zone and round; one result per item.
 
-    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
-        raise_first(self.delete_many([(records, keep)]))
-
-    def retime(self, records: Iterable[Record], ttl: int) -> None:
-        raise_first(self.retime_many([(records, ttl)]))
-
-    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        return self._change_many("add", [(_normal(r), [], ttl) for r, ttl in items])
-
-    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
-        return self._change_many("delete", [([], _normal(r), None) for r, _keep in items])
-
-    def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        """The TTL belongs to the RRset: one REPLACE per owner sets it, records unchanged."""
-        return self._change_many("retime", [(_normal(r), [], ttl) for r, ttl in items])
-
-    def _change_many(
-        self, verb: str, items: Sequence[tuple[Sequence[Record], Sequence[Record], int | None]]
-    ) -> Outcomes:
-        """Every item's changes, one PATCH per zone and round; one result per item."""
-        edits: dict[str, _Edit] = {}
-        for plus, minus, ttl in items:
-            for record in plus:
-                edits.setdefault(record.owner, _Edit(verb)).plus.add(record)
-                edits[record.owner].ttl = ttl
-            for record in minus:
-                edits.setdefault(record.owner, _Edit(verb)).minus.add(record)
+        The TTL belongs to the RRset: a TTL change is one REPLACE per owner,
+        its records unchanged.
+        """
+        edits = owner_edits(verb, items, _Edit)
         failed: dict[str, StoreError] = {}
         zones: dict[str, tuple[_Zone, dict[str, _Edit]]] = {}
         for owner in sorted(edits):
@@ -444,10 +423,7 @@ class PowerDnsStore(RecordStore):
             zones.setdefault(zone.id, (zone, {}))[1][owner] = edits[owner]
         for zone, owned in zones.values():
             self._swap(zone, owned, failed)
-        return [
-            next((failed[r.owner] for r in [*plus, *minus] if r.owner in failed), None)
-            for plus, minus, _ in items
-        ]
+        return per_item(items, failed)
 
     def _swap(self, zone: _Zone, edits: dict[str, _Edit], failed: dict[str, StoreError]) -> None:
         """Read, merge, write and read back the owners of one zone until each
@@ -629,11 +605,6 @@ def _parse(owner: str, content: str) -> Record:
 
 def _content(record: Record) -> str:
     return f"{record.usage} {record.selector} {record.mtype} {record.data}"
-
-
-def _normal(records: Iterable[Record]) -> list[Record]:
-    """Records with the lower-case owner and data that reading produces."""
-    return [dataclasses.replace(r, owner=r.owner.lower(), data=r.data.lower()) for r in records]
 
 
 def _error_text(response: requests.Response) -> str:

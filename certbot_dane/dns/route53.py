@@ -24,7 +24,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,16 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TLSA
 
 from ..tlsa import Record
-from .base import Outcomes, RecordStore, RRsetView, SoftStoreError, StoreError, raise_first
+from .base import (
+    BatchStore,
+    Change,
+    Outcomes,
+    RRsetView,
+    SoftStoreError,
+    StoreError,
+    owner_edits,
+    per_item,
+)
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -106,7 +115,7 @@ class _RRset:
     records: frozenset[Record]
 
 
-class Route53Store(RecordStore):
+class Route53Store(BatchStore):
     """TLSA records in Route 53 hosted zones, changed by compare-and-swap."""
 
     name = "route53"
@@ -326,43 +335,17 @@ class Route53Store(RecordStore):
 
     # Changing -------------------------------------------------------------
 
-    def add(self, records: Iterable[Record], ttl: int) -> None:
-        raise_first(self.add_many([(records, ttl)]))
-
-    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
-        raise_first(self.delete_many([(records, keep)]))
-
-    def retime(self, records: Iterable[Record], ttl: int) -> None:
-        raise_first(self.retime_many([(records, ttl)]))
-
-    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        return self._change_many("add", [(_normal(r), [], ttl) for r, ttl in items])
-
-    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
-        return self._change_many("delete", [([], _normal(r), None) for r, _keep in items])
-
-    def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        """The TTL is the RRset's: one compare-and-swap per owner sets it."""
-        return self._change_many("retime", [(_normal(r), [], ttl) for r, ttl in items])
-
-    def _change_many(
-        self, verb: str, items: Sequence[tuple[Sequence[Record], Sequence[Record], int | None]]
-    ) -> Outcomes:
+    def change_many(self, verb: str, items: Sequence[Change]) -> Outcomes:
         """Every item's changes in one change batch per hosted zone (and size).
 
         Each owner name is still a compare-and-swap of its own (the DELETE of
         the RRset as read, the CREATE of the merged one); Route 53 applies a
         batch all or nothing, so a batch rejected because one of its names
         changed is read again and retried whole. Fewer calls matter: the
-        Route 53 API allows five requests a second per account.
+        Route 53 API allows five requests a second per account. The TTL is
+        the RRset's: a TTL change is one compare-and-swap per owner.
         """
-        edits: dict[str, _Edit] = {}
-        for plus, minus, ttl in items:
-            for record in plus:
-                edits.setdefault(record.owner, _Edit(verb)).plus.add(record)
-                edits[record.owner].ttl = ttl
-            for record in minus:
-                edits.setdefault(record.owner, _Edit(verb)).minus.add(record)
+        edits = owner_edits(verb, items, _Edit)
         failed: dict[str, StoreError] = {}
         zones: dict[str, tuple[_Zone, list[str]]] = {}
         for owner in sorted(edits):
@@ -376,10 +359,7 @@ class Route53Store(RecordStore):
         for zone, owners in zones.values():
             sent += self._swap_zone(zone, {o: edits[o] for o in owners}, failed)
         self._wait_insync(sent, failed)
-        return [
-            next((failed[r.owner] for r in [*plus, *minus] if r.owner in failed), None)
-            for plus, minus, _ in items
-        ]
+        return per_item(items, failed)
 
     def _swap_zone(
         self, zone: _Zone, edits: dict[str, _Edit], failed: dict[str, StoreError]
@@ -562,12 +542,6 @@ def _batches(changes: dict[str, list[dict[str, Any]]]) -> Iterator[list[str]]:
         chars += size
     if group:
         yield group
-
-
-def _normal(records: Iterable[Record]) -> list[Record]:
-    """Records with the lower-case owner and data that reading produces, so
-    that merging compares like with like."""
-    return [dataclasses.replace(r, owner=r.owner.lower(), data=r.data.lower()) for r in records]
 
 
 def _batch(
