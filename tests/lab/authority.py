@@ -155,7 +155,11 @@ zone "{zone}" {{
         )
 
 
+# One module per server beyond BIND; each imports Authority from here.
+from .knot import Knot  # noqa: E402 - needs Authority, defined above
+
 #: Every authoritative server the lab can run, by ``Lab(authority=...)`` name.
 AUTHORITIES: dict[str, type[Authority]] = {
     "bind": Bind,
+    "knot": Knot,
 }
