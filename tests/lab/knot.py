@@ -7,12 +7,13 @@ that never rolls) and accepts RFC 2136 updates signed with the lab's TSIG key.
 
 What differs from BIND, and why the configuration looks as it does:
 
-- The zone stays in the journal (``journal-content: all``) and the zone file
+- The zone lives in the journal (``journal-content: all``) and the zone file
   is never rewritten (``zonefile-sync: -1``), so the file stays the lab's
-  unsigned text. ``zonefile-load: whole`` loads it at the first start only in
-  effect: afterwards the journal holds a newer serial and wins, so a restart
-  keeps every update. (``difference`` would replay the file over the journal
-  and undo the updates.)
+  unsigned text. The file is read at the first start only: once the journal
+  holds the zone, the server starts with ``zonefile-load: none`` and the
+  journal alone, so a restart keeps every update. (``difference`` replays
+  the file over the journal when the server was killed before it saved its
+  timers, undoing the updates; ``whole`` fails a semantic check after many.)
 - Knot publishes CDS/CDNSKEY and keeps the CSK "ready" until the DS is said
   to be at the parent: the lab has no parent, so it confirms the submission
   at once (``knotc zone-ksk-submitted``) and publishes no CDS at all.
@@ -150,9 +151,13 @@ zone:
     dnssec-policy: lab
     acl: lab-update
     zonefile-sync: -1
-    zonefile-load: whole
+    zonefile-load: {self._zonefile_load()}
     journal-content: all
 """
+
+    def _zonefile_load(self) -> str:
+        """Read the zone file until the journal holds the zone, then never."""
+        return "none" if (self.storage / "journal").exists() else "whole"
 
     def daemon(self) -> Daemon:
         from .lab import find_tool
@@ -171,6 +176,7 @@ zone:
         # is gone, the file is stale.
         if not self.running:
             self.pid_file.unlink(missing_ok=True)
+            self.conf.write_text(self._knot_conf(), encoding="utf-8")
         super().start()
 
     def after_start(self) -> None:
