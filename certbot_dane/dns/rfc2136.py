@@ -114,9 +114,14 @@ class Rfc2136Store(RecordStore):
             self.key_name = dns.name.from_text(key_name)
             self._keyring = dns.tsigkeyring.from_text({key_name: secret})
         except (dns.exception.DNSException, ValueError, TypeError):
+            fix = (
+                f"check dns_rfc2136_name and dns_rfc2136_secret in {credentials}"
+                if credentials
+                else "check the TSIG key"
+            )
             raise StoreConfigError(
-                "rfc2136 store: the TSIG key name or secret in the credentials file is "
-                "malformed; check dns_rfc2136_name and dns_rfc2136_secret"
+                "rfc2136 store: the TSIG key name or secret is malformed (the secret is a "
+                f"base64 string); {fix}"
             ) from None
         self.algorithm = alg
         self._zones: dict[str, dns.name.Name] = {}

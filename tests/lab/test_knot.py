@@ -26,6 +26,8 @@ import dns.tsigkeyring
 import dns.update
 import pytest
 
+from certbot_dane.observe import Observer
+
 from .knot import SOCKET_PATH_MAX, Knot
 from .lab import LOOPBACK, Lab
 
@@ -165,6 +167,26 @@ def test_truncated_answer_carries_the_rrset_without_its_signature(knot_lab: Lab)
 
     over_tcp = dns.query.tcp(query, LOOPBACK, port=lab.auth_port, timeout=2)
     assert rrset_of(over_tcp, owner, "RRSIG", "TLSA") is not None
+
+
+def test_observer_asks_again_over_tcp_when_the_signature_did_not_fit(knot_lab: Lab) -> None:
+    """24 records fit a 1232-byte answer, their signature does not: Knot sends
+    them truncated and unsigned. Taken as the answer, the records would look
+    unsigned and never visible; the observer asks again over TCP."""
+    lab = knot_lab
+    owner = fresh_owner(lab)
+    update = lab.update()
+    for _ in range(24):
+        update.add(owner, lab.record_ttl, "TLSA", random_tlsa())
+    assert lab.send_update(update) == dns.rcode.NOERROR
+    query = dns.message.make_query(owner, "TLSA", want_dnssec=True, payload=1232)
+    over_udp = dns.query.udp(query, LOOPBACK, port=lab.auth_port, timeout=2)
+    assert over_udp.flags & dns.flags.TC and rrset_of(over_udp, owner, "TLSA") is not None
+    assert rrset_of(over_udp, owner, "RRSIG", "TLSA") is None
+
+    observer = Observer(lab.resolver, [lab.auth_address])
+    records, signed, ttl = observer.authoritative_view(owner, lab.auth_address)
+    assert len(records) == 24 and signed and ttl == lab.record_ttl
 
 
 def test_restart_keeps_the_zone_after_many_updates(knot_lab: Lab) -> None:
