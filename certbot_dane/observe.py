@@ -4,6 +4,11 @@
 says it did: every authoritative server of the zone must serve each record
 with a signature, and the validating resolver must return each record with
 the AD bit. Answers without AD never count.
+
+A truncated answer never counts either: it is asked again over TCP
+(:mod:`.dnsio`). Knot DNS fills a UDP answer too small for an RRset and its
+RRSIG with the RRset alone, so taken as it is, a large TLSA set would look
+unsigned and never become visible.
 """
 from __future__ import annotations
 
