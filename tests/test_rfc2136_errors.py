@@ -230,6 +230,17 @@ def test_name_in_no_zone_of_the_server(server: Lab, tmp_path: Path) -> None:
     )
 
 
+def test_listing_a_name_the_server_does_not_serve(server: Lab, tmp_path: Path) -> None:
+    ini = credentials(tmp_path / "rfc2136.ini", server)
+    store = Rfc2136Store.from_credentials(ini, timeout=5)
+    message = failure(lambda: store.list("_25._tcp.mx.example.org."))
+    assert message == (
+        "rfc2136 store: cannot list TLSA at _25._tcp.mx.example.org.: "
+        f"127.0.0.1:{server.auth_port} answered REFUSED; check that dns_rfc2136_server and "
+        f"dns_rfc2136_port in {ini} name the zone's primary and that it answers this host"
+    )
+
+
 # The update-policy does not allow TLSA -----------------------------------------------
 
 
