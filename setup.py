@@ -22,6 +22,9 @@ docs_extras = ["sphinx>=5"]
 
 # Optional SDKs, imported only when their store is used.
 route53_extras = ["boto3"]
+ovh_extras = ["ovh>=1.0"]
+# Cloud DNS over REST: google-auth makes the tokens, requests (certbot's) carries them.
+google_extras = ["google-auth>=1.5.1"]
 
 setup(
     name="certbot-dane",
@@ -39,6 +42,8 @@ setup(
         "test": test_extras,
         "docs": docs_extras,
         "route53": route53_extras,
+        "ovh": ovh_extras,
+        "google": google_extras,
     },
     entry_points={
         "certbot.plugins": ["dane = certbot_dane.installer:Installer"],

@@ -2,13 +2,15 @@
 
 Subcommands: ``check`` (the deferred step; ``--wait`` until it is done),
 ``status``, ``print`` (TLSA records in zone-file format), ``verify`` (DNS
-against the served certificate and a live endpoint), ``reset`` (re-pin the
+against the served certificate and a live endpoint; ``--write-test``: do the
+lineage's DNS credentials add and delete a record?), ``reset`` (re-pin the
 links to a visible version after hand edits) and ``import-alnitak``.
 
 Exit codes: 0 all well (a lineage that waits counts as well), 1 a lineage
 failed or does not verify (DNS, reload, state, mismatch, endpoint silent,
-``check --wait`` timed out), 2 bad usage, an unknown lineage or unreadable
-input (config dir, certificate file, alnitak config).
+``check --wait`` timed out, a step of ``verify --write-test``), 2 bad usage,
+an unknown lineage or unreadable input (config dir, certificate file,
+alnitak config).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import alnitak, clilog, danedir, repin, report, state, tlsa, verify, zonefile
+from . import alnitak, clilog, danedir, repin, report, state, tlsa, verify, writetest, zonefile
 from .engine import Engine, EngineError, Result
 from .lookup import resolver_address
 from .observe import ObserveError, parse_address
@@ -127,19 +129,28 @@ def _parser() -> argparse.ArgumentParser:
         help="with --wait: seconds between checks while waiting for DNS "
         f"(default: {DEFAULT_WAIT_INTERVAL:.0f})",
     )
+    check.add_argument(
+        "--finish-within", type=_positive, metavar="SECONDS",
+        help="a lineage whose hold ends within this many seconds is checked again at "
+        "the hold's end instead of at the next run (the timer passes its period)",
+    )
 
-    status = command("status", "where each lineage is in its rollover")
+    status = command(
+        "status", "where each lineage is in its rollover: what a check would do now, and why"
+    )
     status.add_argument("--cert-name", help="only this lineage")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
-        "--offline", action="store_true", help="do not ask the resolver (VISIBLE shows ?)"
+        "--offline", action="store_true",
+        help="ask neither DNS nor the endpoints (VISIBLE shows ?, STATE what a check would "
+        "look at)",
     )
 
     show = command("print", "print TLSA records in zone-file format")
     show.add_argument(
         "items", nargs="*", metavar="ITEM",
-        help="a managed lineage, a certificate file, UST:FILE or UST:PORT:FILE "
-        "(default: every managed lineage)",
+        help="a managed lineage, a certificate file (cert.pem, fullchain.pem, or chain.pem "
+        "for its CA), UST:FILE or UST:PORT:FILE (default: every managed lineage)",
     )
     show.add_argument("--cert-name", help="a managed lineage: its served and pending versions")
     show.add_argument(
@@ -171,10 +182,17 @@ def _parser() -> argparse.ArgumentParser:
         help="validating resolver to ask (default: the lineage's, else the system's)",
     )
     check_dns.add_argument(
-        "--timeout", type=_positive, default=verify.CONNECT_TIMEOUT,
-        help=f"seconds to wait for the endpoint (default: {verify.CONNECT_TIMEOUT:.0f})",
+        "--timeout", type=_positive,
+        help=f"seconds to wait for the endpoint (default: {verify.CONNECT_TIMEOUT:.0f}), or "
+        "with --write-test for the test record to appear, and again to go (default: "
+        f"{writetest.WAIT_TIMEOUT:.0f})",
     )
     check_dns.add_argument("--json", action="store_true", help="machine-readable output")
+    check_dns.add_argument(
+        "--write-test", action="store_true",
+        help="with --cert-name: add a throw-away TLSA record through the lineage's DNS "
+        "credentials, wait until every authoritative server serves it, delete it",
+    )
 
     reset = command(
         "reset", "re-pin the dane links to the version whose records are visible"
@@ -326,7 +344,9 @@ def _check(args: argparse.Namespace) -> int:
     if not names:
         _out(args, f"no lineage is managed by certbot-dane in {args.config_dir}")
         return EXIT_OK
-    engine = Engine(args.config_dir)
+    engine = Engine(args.config_dir, audit=True)
+    if args.finish_within and not args.wait:
+        return _check_finishing(args, engine, names)
     wait = bool(args.wait)
     show = wait and not args.quiet and sys.stderr.isatty()
     deadline = time.monotonic() + args.timeout
@@ -369,6 +389,32 @@ def _check(args: argparse.Namespace) -> int:
         remaining = [r.lineage for r in waiting]
 
 
+def _check_finishing(args: argparse.Namespace, engine: Engine, names: list[str]) -> int:
+    """One check of every lineage; then each whose hold ends within ``--finish-within``
+    seconds is checked again at that moment, so it switches at the hold's end and
+    not one timer period later. The others are done after the first check."""
+    failed = False
+    horizon = time.time() + args.finish_within
+    due: dict[str, float] = {}
+    results = engine.check_many(names)
+    while True:
+        for name, outcome in results.items():
+            due.pop(name, None)
+            if not isinstance(outcome, Result) or outcome.error:
+                _error(_about(name, outcome.error if isinstance(outcome, Result) else outcome))
+                failed = True
+                continue
+            _out(args, _result_line(outcome))
+            if outcome.waiting_for == "hold" and outcome.until is not None:
+                if outcome.until <= horizon:
+                    due[name] = outcome.until
+        if not due:
+            return EXIT_FAILED if failed else EXIT_OK
+        soonest = min(due.values())
+        time.sleep(max(0.0, soonest - time.time()) + 0.1)
+        results = engine.check_many([n for n, until in due.items() if until <= soonest])
+
+
 # status -------------------------------------------------------------------
 
 
@@ -377,15 +423,13 @@ def _status(args: argparse.Namespace) -> int:
     now = time.time()
     rows = []
     code = EXIT_OK
-    for name in names:
-        try:
-            data = state.load(args.config_dir, name)
-        except StateError as err:
-            _error(str(err))
+    engine = Engine(args.config_dir, audit=True, offline=args.offline)
+    for name, run in engine.explain_many(names).items():
+        if isinstance(run, Exception):
+            _error(_about(name, run))
             code = EXIT_FAILED
             continue
-        if data is not None:
-            rows.append(report.status_row(data, now, dns=not args.offline))
+        rows.append(report.status_row(run, args.config_dir, now, dns=not args.offline))
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
     elif rows:
@@ -463,6 +507,8 @@ def _check_resolver(text: str | None) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.write_test:
+        return _write_test(args)
     names = _lineages(args.config_dir, args.cert_name)
     if args.starttls and not args.connect:
         raise UsageError("--starttls needs --connect HOST:PORT")
@@ -489,7 +535,8 @@ def _verify(args: argparse.Namespace) -> int:
             _error(_about(name, err))
             code = EXIT_FAILED
             continue
-        verdict = verify.verify_lineage(data, resolver, connect, args.starttls, args.timeout)
+        timeout = args.timeout or verify.CONNECT_TIMEOUT
+        verdict = verify.verify_lineage(data, resolver, connect, args.starttls, timeout)
         verdicts.append(verdict)
         if verdict.ok:
             if not args.json:
@@ -504,6 +551,32 @@ def _verify(args: argparse.Namespace) -> int:
     elif not names:
         _out(args, f"no lineage is managed by certbot-dane in {args.config_dir}")
     return code
+
+
+def _write_test(args: argparse.Namespace) -> int:
+    """``verify --write-test``: the lineage's credentials add and delete a record."""
+    for option, given in (
+        ("--connect", args.connect), ("--starttls", args.starttls), ("--json", args.json)
+    ):
+        if given:
+            raise UsageError(f"--write-test tests DNS only: drop {option}")
+    if not args.cert_name:
+        raise UsageError("--write-test tests one lineage: add --cert-name NAME")
+    _check_resolver(args.resolver)
+    (name,) = _lineages(args.config_dir, args.cert_name)
+    data = _load(args.config_dir, name)
+    try:
+        writetest.run(
+            args.config_dir,
+            data,
+            lambda line: _out(args, f"{name}: {line}"),
+            args.timeout or writetest.WAIT_TIMEOUT,
+            args.resolver,
+        )
+    except writetest.WriteTestFailed as err:
+        _error(_about(name, err))
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 # reset --------------------------------------------------------------------

@@ -2,10 +2,15 @@
 
 Layout for one lineage::
 
-    <dane-dir>/NAME/                     0700
+    <dane-dir>/NAME/                     0700 (0750 with a group)
         .versions/7/{cert,chain,fullchain,privkey}.pem   copies of archive version 7
         current -> .versions/7
         fullchain.pem -> current/fullchain.pem  (and cert, chain, privkey, combined)
+
+With ``--dane-group GROUP`` the lineage's directories are 0750 and its key
+files (``privkey.pem``, ``combined.pem``) 0640, group GROUP: for services that
+read their key after dropping privileges (Exim as Debian-exim, Prosody).
+Without it, only the owner (root) can read them.
 
 Moving the served version is one ``rename`` of ``current``. A service that
 opens ``fullchain.pem`` and ``privkey.pem`` one after the other could straddle
@@ -18,6 +23,7 @@ pruning its archive can never leave a link dangling.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import shutil
 import tempfile
@@ -41,15 +47,61 @@ def lineage_dir(directory: str | Path, lineage: str) -> Path:
     return Path(directory) / lineage
 
 
-def ensure(directory: str | Path, lineage: str) -> Path:
-    """Create the lineage's directory (0700, owned by the running user)."""
+SECRETS = ("privkey.pem", f"{COMBINED}.pem")
+
+
+def group_id(group: str | None) -> int | None:
+    """The id of ``group`` (None: no group); DaneDirError if there is no such group."""
+    if not group:
+        return None
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise DaneDirError(
+            f"--dane-group {group}: no such group; create it or name an existing one"
+        ) from None
+
+
+def _permit(path: Path, gid: int | None, secret: bool = False) -> None:
+    """Mode and group of one entry: readable by ``gid`` where it is given."""
+    if path.is_dir():
+        mode = 0o750 if gid is not None else 0o700
+    else:
+        mode = (0o640 if gid is not None else 0o600) if secret else 0o644
+    if gid is not None:
+        os.chown(path, -1, gid)
+    os.chmod(path, mode)
+
+
+def ensure(directory: str | Path, lineage: str, group: str | None = None) -> Path:
+    """Create the lineage's directory (0700, or 0750 with a group)."""
     root = Path(directory)
     root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    gid = group_id(group)
     path = lineage_dir(root, lineage)
     path.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+    _permit(path, gid)
     (path / VERSIONS).mkdir(mode=0o700, exist_ok=True)
+    _permit(path / VERSIONS, gid)
     return path
+
+
+def permit(directory: str | Path, lineage: str, group: str | None) -> None:
+    """Apply ``group`` (or its absence) to everything the lineage's directory holds.
+
+    For a group given or removed after the versions were staged.
+    """
+    gid = group_id(group)
+    path = lineage_dir(directory, lineage)
+    if not path.is_dir():
+        return
+    _permit(path, gid)
+    for entry in sorted(path.rglob("*")):
+        if entry.is_symlink() or entry.name.startswith(".tmp-"):
+            continue
+        # Public files (certificates) are world-readable anyway.
+        if entry.is_dir() or entry.name in SECRETS:
+            _permit(entry, gid, secret=entry.name in SECRETS)
 
 
 def stage(directory: str | Path, lineage: str, number: int, sources: dict[str, Path]) -> Path:
@@ -67,7 +119,9 @@ def stage(directory: str | Path, lineage: str, number: int, sources: dict[str, P
 Staging = tuple[str | Path, str, int, dict[str, Path]]
 
 
-def stage_many(items: list[Staging]) -> list[Exception | None]:
+def stage_many(
+    items: list[Staging], groups: list[str | None] | None = None
+) -> list[Exception | None]:
     """:func:`stage` for many (directory, lineage, number, sources) at once.
 
     Every copy is written first, then all are made durable together
@@ -77,10 +131,11 @@ def stage_many(items: list[Staging]) -> list[Exception | None]:
     """
     results: list[Exception | None] = [None] * len(items)
     built: list[tuple[int, Path, Path]] = []
+    groups = groups or [None] * len(items)
     try:
         for index, (directory, lineage, number, sources) in enumerate(items):
             try:
-                tmp = _build(directory, lineage, number, sources)
+                tmp = _build(directory, lineage, number, sources, groups[index])
             except (DaneDirError, OSError) as err:
                 results[index] = err
                 continue
@@ -100,7 +155,11 @@ def stage_many(items: list[Staging]) -> list[Exception | None]:
 
 
 def _build(
-    directory: str | Path, lineage: str, number: int, sources: dict[str, Path]
+    directory: str | Path,
+    lineage: str,
+    number: int,
+    sources: dict[str, Path],
+    group: str | None = None,
 ) -> Path | None:
     """The version's copy in a temporary directory (None: already staged)."""
     missing = [k for k in KINDS if k not in sources or not Path(sources[k]).is_file()]
@@ -108,25 +167,31 @@ def _build(
         raise DaneDirError(
             f"lineage {lineage}: version {number} lacks {', '.join(missing)} in the archive"
         )
-    versions = ensure(directory, lineage) / VERSIONS
+    versions = ensure(directory, lineage, group) / VERSIONS
     if (versions / str(number)).is_dir():
         return None
+    gid = group_id(group)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{number}-", dir=versions))
     try:
         for kind in KINDS:
-            _write(tmp / f"{kind}.pem", Path(sources[kind]).read_bytes())
+            _write(tmp / f"{kind}.pem", Path(sources[kind]).read_bytes(), gid)
         key, chain = (Path(sources[k]).read_bytes() for k in ("privkey", "fullchain"))
-        _write(tmp / f"{COMBINED}.pem", key.rstrip(b"\n") + b"\n" + chain)
+        _write(tmp / f"{COMBINED}.pem", key.rstrip(b"\n") + b"\n" + chain, gid)
+        _permit(tmp, gid)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tmp
 
 
-def _write(target: Path, data: bytes) -> None:
-    secret = target.name in ("privkey.pem", f"{COMBINED}.pem")
+def _write(target: Path, data: bytes, gid: int | None = None) -> None:
+    secret = target.name in SECRETS
     mode = 0o600 if secret else 0o644
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    if secret and gid is not None:
+        # Group and mode before the key is written: never readable more widely.
+        os.fchown(fd, -1, gid)
+        os.fchmod(fd, 0o640)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 

@@ -1,128 +1,101 @@
 """The shell around the rollover core: it performs the actions the core decides.
 
 One run for one or many lineages: take their locks, load their states,
-notice renewals the plugin did not see (drift), then loop ``decide`` -> act
--> ``advance`` until the core says wait or idle for each, and save. Every
-action is idempotent, and the state is saved before each action whose
-effect the next run could not otherwise account for: records are claimed
-before they are added, and the version being switched to is recorded
-before the links flip. A crash anywhere is repaired by the next run.
+notice renewals the plugin did not see (drift) and changes of the issuer
+bundle, then loop ``decide`` -> act -> ``advance`` until the core says wait
+or idle for each, and save. Every action is idempotent, and the state is
+saved before each action whose effect the next run could not otherwise
+account for: records are claimed before they are added, and the version
+being switched to is recorded before the links flip. A crash anywhere is
+repaired by the next run.
 
 Lineages are driven in rounds: each round asks the core for every lineage's
-next action and performs each kind of action for all lineages at once, so a
-check of hundreds of pending lineages sends one update per zone and one
-burst of queries per round instead of one round trip per lineage. Lineages
-that share a store configuration share the store (and its zone cache);
-lineages that share a resolver share the observer; a reload command shared
-by lineages that switched runs once, after all their links moved.
+next action and performs each kind of action for all lineages at once (see
+:mod:`.dnswork`), so a check of hundreds of pending lineages sends one update
+per zone and one burst of queries per round instead of one round trip per
+lineage. A reload command shared by lineages that switched runs once, after
+all their links moved.
 
-A run that changes nothing writes nothing: certbot calls the plugin for every
-lineage on every ``certbot renew``, and a settled lineage needs no DNS and no
-disk write. ``last_check`` is written with every save, and otherwise at most
-once per :data:`LAST_CHECK_REFRESH` seconds, so it can lag the last check by
-up to that much.
+A run that changes nothing writes no state: certbot calls the plugin for
+every lineage on every ``certbot renew``, and a settled lineage needs no DNS
+and no disk write. When a check ran is recorded by touching the lineage's
+lock file (:func:`.state.stamp`). Only the timer's check (``audit=True``)
+audits settled lineages in DNS.
+
+A *dry* run (``status``) reads everything a check would read (DNS, the
+endpoints) and asks the same decision, but stops before anything that would
+change DNS, the links or the service, and saves nothing: what it reports is
+what a check would do now, and why.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import shlex
 import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from . import danedir, dnsio, durable, rollover, state, tlsa
-from .dns import RecordStore, SoftStoreError, StoreError, open_store
-from .dns.base import by_owner
-from .lineage import LineageError, live_version, version_files, version_records
-from .observe import (
-    Observation,
-    ObserveError,
-    Observer,
-    parse_address,
-    parse_addresses,
-    system_resolver,
-)
+from . import danedir, dnsio, dnswork, durable, endpoints, issuers, rollover, state, tlsa
+from .dns import RecordStore, open_store
+from .lineage import live_version, version_files, version_records
+from .observe import Observer, parse_address, parse_addresses, system_resolver
 from .rollover import (
     Adopted,
-    Claimed,
+    Audit,
     Failed,
     Idle,
+    IssuersRead,
     Observe,
-    Observed,
     Policy,
+    Probe,
+    Probed,
+    Prove,
+    Proven,
     Publish,
-    Published,
     Reload,
     Reloaded,
     Renewed,
+    Resolve,
     Retargeted,
+    Retime,
     Retire,
-    Retired,
     Seen,
     Switch,
     Switched,
     Version,
     Wait,
 )
+from .run import EngineError, Mark, ReloadError, Result, Run, Shared, together
 from .state import LineageFile, Settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RECORD_TTL = 3600
 MAX_STEPS = 64
-#: A run that changes nothing still records its time when the recorded
-#: ``last_check`` is older than this (seconds); otherwise it writes nothing.
-LAST_CHECK_REFRESH = 3600.0
 #: Lineages whose lock another run holds are waited for this many at a time.
 CHECK_WORKERS = 16
 #: Most lineages checked together in one run (see :func:`batch_size`).
 MAX_BATCH = 256
-#: Lineages whose files (state, staged copies, links) are written at once:
-#: each write is fsynced, and fsync lets other threads run.
+#: Lineages whose files (state, staged copies, links) are written at once.
 FILE_WORKERS = 8
+#: Actions a dry run (status) does not perform: they change DNS, links or the service.
+CHANGES = (Publish, Switch, Reload, Retire, Retime)
+#: Actions that read DNS or the endpoints: not performed by an offline dry run.
+READS = (Resolve, Observe, Probe, Audit)
+
+StoreFactory = Callable[[Settings, str], RecordStore]
+ObserverFactory = Callable[[Settings], Observer]
+
+__all__ = ["Engine", "EngineError", "ReloadError", "Result", "policy_of"]
 
 
 def batch_size() -> int:
     """Lineages checked together: each holds its lock (a file descriptor) for the
     whole run, next to the sockets of the DNS questions."""
     return dnsio.descriptor_share(MAX_BATCH)
-
-
-class ReloadError(Exception):
-    """The reload command failed."""
-
-
-class EngineError(Exception):
-    """A lineage cannot be handled; the message says what to do."""
-
-
-#: Errors that stop a run cleanly, are recorded in the state and retried later.
-RETRYABLE = (StoreError, ObserveError, ReloadError, danedir.DaneDirError, LineageError, OSError)
-
-
-@dataclass
-class Result:
-    """What one run did for one lineage."""
-
-    lineage: str
-    steps: list[str] = field(default_factory=list)
-    waiting: str | None = None
-    until: float | None = None
-    error: str | None = None
-    settled: bool = False
-
-
-_T = TypeVar("_T")
-_A = TypeVar("_A", Publish, Retire)
-#: Builds a lineage's store from its settings and certbot's config directory.
-StoreFactory = Callable[[Settings, str], RecordStore]
-ObserverFactory = Callable[[Settings], Observer]
 
 
 def default_store(settings: Settings, config_dir: str) -> RecordStore:
@@ -134,12 +107,26 @@ def default_observer(settings: Settings) -> Observer:
     return Observer(resolver, parse_addresses(settings.nameservers))
 
 
-def policy_of(settings: Settings) -> Policy:
-    return Policy(hold_margin=float(settings.hold_margin), reload=bool(settings.reload))
+def policy_of(settings: Settings, audit: bool = False) -> Policy:
+    """The decision's policy from a lineage's settings; ``audit`` for the timer's check."""
+    return Policy(
+        hold_margin=float(settings.hold_margin),
+        reload=bool(settings.reload),
+        endpoints=bool(settings.endpoints),
+        endpoint_timeout=float(settings.endpoint_timeout),
+        audit_interval=float(settings.audit_interval) if audit else 0.0,
+        record_ttl=settings.record_ttl,
+    )
 
 
 class Engine:
-    """Runs the rollover for lineages under one certbot config directory."""
+    """Runs the rollover for lineages under one certbot config directory.
+
+    ``audit``: audit settled lineages in DNS at their interval (the timer's
+    ``certbot-dane check`` does; ``certbot renew`` does not, so that it stays
+    free of DNS queries for lineages with nothing to do). ``offline``: a dry
+    run reads neither DNS nor the endpoints.
+    """
 
     def __init__(
         self,
@@ -148,38 +135,52 @@ class Engine:
         store_factory: StoreFactory = default_store,
         observer_factory: ObserverFactory = default_observer,
         lock_timeout: float = 300.0,
+        audit: bool = False,
+        offline: bool = False,
     ) -> None:
         self.config_dir = Path(config_dir)
         self.clock = clock
         self.store_factory = store_factory
         self.observer_factory = observer_factory
         self.lock_timeout = lock_timeout
+        self.audit = audit
+        self.offline = offline
         self.observers: list[Observer] = []
+
+    def policy(self, settings: Settings) -> Policy:
+        return policy_of(settings, self.audit)
 
     # Entry points ---------------------------------------------------------
 
     def install(self, name: str, settings: Settings) -> Result:
         """Take a lineage under management (or update its settings) and run it."""
-        with state.locked(self.config_dir, name, self.lock_timeout):
+        with state.locked(self.config_dir, name, self.lock_timeout) as lock:
             data = state.load(self.config_dir, name)
             saved = None
             if data is None:
                 data = LineageFile(lineage=name, settings=settings)
                 data.note("installed", f"targets {settings.targets}", self.clock())
             else:
-                saved = _Mark(data)
+                saved = Mark(data)
                 retarget = data.settings.targets != settings.targets
+                regroup = data.settings.group != settings.group
                 data.settings = settings
                 if retarget:
                     self._retarget(data)
-            ctx = _Context(self, data, saved)
-            ctx.save()
-            return self._run([ctx])[0]
+                if regroup:
+                    danedir.permit(settings.directory, name, settings.group)
+                    data.note("group", settings.group or "none: owner only")
+            run = Run(self, data, saved)
+            run.lock = lock
+            run.save()
+            return self._run([run])[0]
 
     def check(self, name: str) -> Result:
         """The deferred step for one managed lineage."""
-        with state.locked(self.config_dir, name, self.lock_timeout):
-            return self._run([self._open(name)])[0]
+        with state.locked(self.config_dir, name, self.lock_timeout) as lock:
+            run = self._open(name)
+            run.lock = lock
+            return self._run([run])[0]
 
     def check_many(
         self, names: list[str], workers: int = CHECK_WORKERS
@@ -209,14 +210,29 @@ class Engine:
                 outcomes.update(zip(busy, pool.map(waited, busy), strict=True))
         return {name: outcomes[name] for name in names}
 
+    def explain_many(self, names: list[str]) -> dict[str, Run | Exception]:
+        """What a check would do now for each lineage, and why: a dry run.
+
+        The same reads (DNS, endpoints) and the same decision as a check,
+        without its lock and without changing anything.
+        """
+        runs: dict[str, Run | Exception] = {}
+        for name in names:
+            try:
+                runs[name] = self._open(name, dry=True)
+            except (state.StateError, EngineError) as err:
+                runs[name] = err
+        self._run([r for r in runs.values() if isinstance(r, Run)])
+        return runs
+
     def _check_batch(self, names: list[str], outcomes: dict[str, Result | Exception]) -> list[str]:
         """Check the lineages whose locks are free together; return the busy ones."""
         busy: list[str] = []
         with contextlib.ExitStack() as locks:
-            contexts: list[_Context] = []
+            runs: list[Run] = []
             for name in names:
                 try:
-                    locks.enter_context(state.locked(self.config_dir, name, 0))
+                    lock = locks.enter_context(state.locked(self.config_dir, name, 0))
                 except state.LockTimeout:
                     busy.append(name)
                     continue
@@ -224,88 +240,75 @@ class Engine:
                     outcomes[name] = err
                     continue
                 try:
-                    contexts.append(self._open(name))
+                    run = self._open(name)
                 except (state.StateError, EngineError) as err:
                     outcomes[name] = err
-            for ctx, result in zip(contexts, self._run(contexts), strict=True):
-                outcomes[ctx.data.lineage] = result
+                    continue
+                run.lock = lock
+                runs.append(run)
+            for run, result in zip(runs, self._run(runs), strict=True):
+                outcomes[run.name] = result
         return busy
 
-    def _open(self, name: str) -> _Context:
+    def _open(self, name: str, dry: bool = False) -> Run:
         data = state.load(self.config_dir, name)
         if data is None:
             raise EngineError(
                 f"lineage {name} is not managed by certbot-dane; run "
                 f"'certbot install -i dane --cert-name {name} --dane-tlsa ...' first"
             )
-        return _Context(self, data, _Mark(data))
+        return Run(self, data, Mark(data), dry=dry)
 
     # The run --------------------------------------------------------------
 
-    def _run(self, contexts: list[_Context]) -> list[Result]:
-        """Drive lineages (each locked by the caller) until each waits or is idle."""
-        shared = _Shared(self)
-        for ctx in contexts:
-            ctx.shared = shared
-        self._each(contexts, self._reconcile_links, self._find_renewal)
-        self._stage_renewals([c for c in contexts if not c.stopped and c.renewal])
-        self._drive([c for c in contexts if not c.stopped])
-        now = self.clock()
-        for ctx in contexts:
-            last = ctx.data.last_check
-            ctx.refresh = last is None or not 0 <= now - last < LAST_CHECK_REFRESH
-        self._save_all(contexts)
-        return [ctx.result for ctx in contexts]
+    def _run(self, runs: list[Run]) -> list[Result]:
+        """Drive lineages (each locked by the caller, unless dry) until each waits or is idle."""
+        shared = Shared(self)
+        for run in runs:
+            run.shared = shared
+        self._each(runs, self._reconcile_links, self._find_renewal, self._read_issuers)
+        for run in runs:
+            if run.dry and run.renewal is not None and not run.stopped:
+                run.stopped = True
+                run.result.next = (
+                    f"a check takes version {run.renewal[0].number} found in live/ and "
+                    "publishes its records"
+                )
+        self._stage_renewals([r for r in runs if not r.stopped and r.renewal])
+        self._drive([r for r in runs if not r.stopped])
+        self.save_all(runs)
+        for run in runs:
+            served = run.data.rollover.served
+            run.result.served = served.number if served else None
+            if run.lock is not None and not run.dry:
+                state.stamp(run.lock)
+        return [run.result for run in runs]
 
-    def _attempt(self, ctx: _Context, *steps: Callable[[_Context], None]) -> bool:
-        """Run steps for one lineage; an error stops it (recorded), never the others."""
-        try:
-            for step in steps:
-                step(ctx)
-        except (*RETRYABLE, EngineError) as err:
-            self._stop(ctx, err)
-            return False
-        return True
-
-    def _stop(self, ctx: _Context, err: Exception) -> None:
-        message = str(err) if not isinstance(err, OSError) else f"{err.strerror}: {err}"
-        ctx.stopped = True
-        ctx.advance(Failed(message))
-        if isinstance(err, SoftStoreError):
-            # Transient by the backend's own word: retried next run,
-            # shown by status, but it does not fail this run.
-            ctx.data.note("retry", message, self.clock())
-            ctx.result.waiting = f"retrying after a soft error: {message}"
-            return
-        ctx.data.note("error", message, self.clock())
-        ctx.result.error = message
-        logger.error("dane: lineage %s: %s", ctx.data.lineage, message)
-
-    def _each(self, contexts: list[_Context], *steps: Callable[[_Context], None]) -> None:
-        """:meth:`_attempt` the steps for each lineage, several lineages at once.
+    def _each(self, runs: list[Run], *steps: Callable[[Run], None]) -> None:
+        """:meth:`Run.attempt` the steps for each lineage, several lineages at once.
 
         For file work only (copies, links, state): lineages share no files.
         """
-        if len(contexts) <= 1:
-            for ctx in contexts:
-                self._attempt(ctx, *steps)
+        if len(runs) <= 1:
+            for run in runs:
+                run.attempt(*steps)
             return
-        with ThreadPoolExecutor(max_workers=min(FILE_WORKERS, len(contexts))) as pool:
-            list(pool.map(lambda ctx: self._attempt(ctx, *steps), contexts))
+        with ThreadPoolExecutor(max_workers=min(FILE_WORKERS, len(runs))) as pool:
+            list(pool.map(lambda run: run.attempt(*steps), runs))
 
-    def _save_all(self, contexts: list[_Context]) -> None:
+    def save_all(self, runs: list[Run]) -> None:
         """Write every changed state, made durable together."""
-        changed = [ctx for ctx in contexts if ctx.unsaved()]
+        changed = [run for run in runs if not run.dry and run.unsaved()]
         if len(changed) <= 1:
-            for ctx in changed:
-                ctx.save()
+            for run in changed:
+                run.save()
             return
         now = self.clock()
-        for ctx in changed:
-            ctx.data.last_check = now
-        state.save_many(self.config_dir, [ctx.data for ctx in changed])
-        for ctx in changed:
-            ctx.written()
+        for run in changed:
+            run.data.last_check = now
+        state.save_many(self.config_dir, [run.data for run in changed])
+        for run in changed:
+            run.written()
 
     def _retarget(self, data: LineageFile) -> None:
         """New targets: recompute the records of the versions already known."""
@@ -320,265 +323,223 @@ class Engine:
 
         s = data.rollover
         outcome = Retargeted(again(s.served), again(s.pending))
-        data.rollover = rollover.advance(s, outcome, self.clock(), policy_of(data.settings))
+        data.rollover = rollover.advance(s, outcome, self.clock(), self.policy(data.settings))
         data.note("retargeted", data.settings.targets, self.clock())
 
-    def _reconcile_links(self, ctx: _Context) -> None:
+    # File steps -----------------------------------------------------------
+
+    def _reconcile_links(self, run: Run) -> None:
         """Repair what a crash between the link flip and the state save left."""
-        name = ctx.data.lineage
-        current = danedir.served_version(ctx.directory, name)
-        s = ctx.data.rollover
-        flipping = ctx.data.switching
+        name = run.name
+        current = danedir.served_version(run.directory, name)
+        s = run.data.rollover
+        flipping = run.data.switching
         if s.pending is not None and current == s.pending.number and flipping == current:
-            ctx.advance(Switched(s.pending))
-            ctx.data.switching = None
-            ctx.save()
+            run.advance(Switched(s.pending))
+            run.data.switching = None
+            run.save()
         elif s.served is None and current is not None:
             # The state was lost but the links serve a version: keep serving
             # it and roll over from there rather than jump to live/.
-            files = danedir.staged_files(ctx.directory, name, current)
-            ctx.advance(Adopted(Version(current, version_records(files, ctx.targets))))
-            ctx.data.note("adopted", f"version {current} from the existing links", self.clock())
-        elif s.served is not None and current is None:
-            danedir.switch(ctx.directory, ctx.data.lineage, s.served.number)
-        elif s.served is not None and current != s.served.number:
+            files = danedir.staged_files(run.directory, name, current)
+            run.advance(Adopted(Version(current, version_records(files, run.targets))))
+            run.note("adopted", f"version {current} from the existing links")
+        elif s.served is not None and current is None and not run.dry:
+            danedir.switch(run.directory, name, s.served.number)
+        elif s.served is not None and current is not None and current != s.served.number:
             raise EngineError(
-                f"lineage {ctx.data.lineage}: the dane links point at version {current}, but "
+                f"lineage {name}: the dane links point at version {current}, but "
                 f"version {s.served.number} is the one whose records are live; the links "
                 f"were changed by hand. Put them back: ln -sfn {danedir.VERSIONS}/"
-                f"{s.served.number} {ctx.directory / ctx.data.lineage / danedir.CURRENT}"
+                f"{s.served.number} {run.directory / name / danedir.CURRENT}"
             )
 
-    def _find_renewal(self, ctx: _Context) -> None:
+    def _find_renewal(self, run: Run) -> None:
         """Note the version live/ shows if it is newer than any we know."""
-        number, archive = live_version(self.config_dir, ctx.data.lineage)
-        s = ctx.data.rollover
+        number, archive = live_version(self.config_dir, run.name)
+        s = run.data.rollover
         known = [v.number for v in (s.served, s.pending) if v is not None]
         if known and number <= max(known):
             return
         files = version_files(archive, number)
-        ctx.renewal = (Version(number, version_records(files, ctx.targets)), files)
+        run.renewal = (Version(number, version_records(files, run.targets)), files)
 
-    def _stage_renewals(self, contexts: list[_Context]) -> None:
+    def _read_issuers(self, run: Run) -> None:
+        """Records of the issuer bundle: read again when the file or the versions changed."""
+        settings = run.data.settings
+        s = run.data.rollover
+        if not settings.issuers:
+            if s.issuers:
+                run.advance(IssuersRead(frozenset()))
+                run.data.issuers_digest = None
+                run.note("issuers", "no bundle: its records are retired")
+            return
+        try:
+            digest, certs = issuers.read_bundle(settings.issuers)
+        except issuers.IssuerError as err:
+            raise EngineError(str(err)) from None
+        if digest == run.data.issuers_digest and run.renewal is None:
+            return
+        names = self._cert_names(run)
+        records = issuers.records(run.targets, names, certs)
+        run.data.issuers_digest = digest
+        if records != s.issuers:
+            run.advance(IssuersRead(records))
+            run.note("issuers", f"{len(certs)} CA certificate(s), {len(records)} record(s)")
+
+    @staticmethod
+    def _cert_names(run: Run) -> set[str]:
+        """The DNS names of the served, pending and newly found versions' certificates."""
+        s = run.data.rollover
+        paths = [
+            danedir.staged_files(run.directory, run.name, v.number)["cert"]
+            for v in (s.served, s.pending)
+            if v is not None
+        ]
+        if run.renewal is not None:
+            paths.append(run.renewal[1]["cert"])
+        names: set[str] = set()
+        for path in paths:
+            try:
+                names.update(tlsa.cert_names(tlsa.load_pem_chain(path.read_bytes())[0]))
+            except (OSError, ValueError, IndexError):
+                continue
+        return names
+
+    def _stage_renewals(self, runs: list[Run]) -> None:
         """Copy the new versions into the dane directory, then register them."""
         items: list[danedir.Staging] = []
-        for ctx in contexts:
-            assert ctx.renewal is not None
-            items.append((ctx.directory, ctx.data.lineage, ctx.renewal[0].number, ctx.renewal[1]))
-        errors = self._together(contexts, danedir.stage_many, items)
-        for ctx, error in zip(contexts, errors or (), strict=errors is not None):
+        for run in runs:
+            assert run.renewal is not None
+            items.append((run.directory, run.name, run.renewal[0].number, run.renewal[1]))
+        groups = [run.data.settings.group for run in runs]
+        errors = together(runs, danedir.stage_many, items, groups)
+        for run, error in zip(runs, errors or (), strict=errors is not None):
             if error is not None:
-                self._stop(ctx, error)
+                run.fail(error)
                 continue
-            assert ctx.renewal is not None
-            version = ctx.renewal[0]
-            ctx.advance(Renewed(version))
-            detail = f"version {version.number}, {len(version.records)} record(s)"
-            ctx.data.note("renewed", detail, self.clock())
-            ctx.result.steps.append(f"new version {version.number}")
+            assert run.renewal is not None
+            version = run.renewal[0]
+            run.advance(Renewed(version))
+            run.note("renewed", f"version {version.number}, {len(version.records)} record(s)")
+            run.step(f"new version {version.number}")
 
-    def _drive(self, contexts: list[_Context]) -> None:
+    # Rounds ----------------------------------------------------------------
+
+    def _drive(self, runs: list[Run]) -> None:
         """Rounds of decide -> act (all lineages' actions of a kind at once) -> advance."""
-        active = contexts
+        active = runs
         for _ in range(MAX_STEPS):
             if not active:
                 return
             now = self.clock()
             todo = _Round()
-            for ctx in active:
-                match rollover.decide(ctx.data.rollover, now, ctx.seen, ctx.policy):
-                    case Idle():
-                        ctx.result.settled = True
-                    case Wait(reason, until):
-                        ctx.result.waiting, ctx.result.until = reason, until
-                    case Publish() as publish:
-                        todo.publish.append((ctx, publish))
-                    case Observe() as observe:
-                        todo.observe.append((ctx, observe))
-                    case Switch() as switch:
-                        todo.switch.append((ctx, switch))
-                    case Reload():
-                        todo.reload.append(ctx)
-                    case Retire() as retire:
-                        todo.retire.append((ctx, retire))
-            self._publish_all(todo.publish)
-            self._observe_all(todo.observe)
+            for run in active:
+                action = rollover.decide(run.data.rollover, now, run.seen, run.policy)
+                self._take(run, action, todo)
+            dnswork.resolve_all(todo.resolve)
+            dnswork.publish_all(todo.publish)
+            dnswork.observe_all(todo.observe)
             self._switch_all(todo.switch)
             self._reload_all(todo.reload)
-            self._retire_all(todo.retire)
-            active = [ctx for ctx in todo.contexts() if not ctx.stopped]
-        for ctx in active:
-            self._stop(ctx, EngineError(
-                f"lineage {ctx.data.lineage}: no progress after {MAX_STEPS} steps"
-            ))
+            self._probe_all(todo.probe)
+            dnswork.retire_all(todo.retire)
+            dnswork.retime_all(todo.retime)
+            dnswork.audit_all(todo.audit)
+            active = [run for run in todo.runs if not run.stopped]
+        for run in active:
+            run.fail(EngineError(f"lineage {run.name}: no progress after {MAX_STEPS} steps"))
 
-    def _publish_all(self, items: list[tuple[_Context, Publish]]) -> None:
-        """Claim, then add, the records of every lineage about to publish."""
-        for store, group in _by_store(items):
-            records = {ctx: action.records for ctx, action in group}
-            priors = self._prior_ttls(records)
-            ready = [ctx for ctx in records if not ctx.stopped]
-            owners = sorted({r.owner for ctx in ready for r in records[ctx]})
-            listed = self._together(ready, store.list_many, owners)
-            if listed is None:
-                continue
-            views = dict(zip(owners, listed, strict=True))
-            additions: list[tuple[_Context, list[tlsa.Record], int]] = []
-            for ctx in ready:
-                mine = {owner: views[owner] for owner in by_owner(records[ctx])}
-                error = next((v for v in mine.values() if isinstance(v, StoreError)), None)
-                if error is not None:
-                    self._stop(ctx, error)
-                    continue
-                present = frozenset().union(*(v.records for v in mine.values()))  # type: ignore[union-attr]
-                absent = records[ctx] - present
-                ctx.advance(Claimed(absent, priors.get(ctx)))
-                for owner, group_ in by_owner(absent).items():
-                    ttl = ctx.data.settings.record_ttl or mine[owner].ttl or DEFAULT_RECORD_TTL  # type: ignore[union-attr]
-                    additions.append((ctx, group_, ttl))
-            # Claims are durable before anything is added: a crash leaks nothing.
-            self._save_all(ready)
-            batch = [(group_, ttl) for _, group_, ttl in additions]
-            errors = (self._together(ready, store.add_many, batch) if batch else None) or [
-                None
-            ] * len(batch)
-            for (ctx, _, _), error in zip(additions, errors, strict=True):
-                if error is not None and not ctx.stopped:
-                    self._stop(ctx, error)
-            for ctx in ready:
-                if not ctx.stopped:
-                    ctx.advance(Published(records[ctx], priors.get(ctx)))
-                    ctx.data.note("published", _list(records[ctx]), self.clock())
-                    ctx.result.steps.append(f"published {len(records[ctx])} record(s)")
+    def _take(self, run: Run, action: rollover.Action, todo: _Round) -> None:
+        """File an action for this round, or end the lineage's run (wait, idle, dry)."""
+        result = run.result
+        if isinstance(action, Idle):
+            result.settled = True
+        elif isinstance(action, Wait):
+            result.waiting, result.until = action.reason, action.until
+            result.waiting_for = action.waiting_for
+            if action.alarm:
+                self._alarm(run, action.reason)
+        elif isinstance(action, Prove):
+            # Bookkeeping only: the proof was this check's look at DNS.
+            run.advance(Proven(action.records))
+            run.note("live", rollover.explain(action)[0])
+            todo.runs.append(run)
+        elif run.dry and self.offline and isinstance(action, READS):
+            result.next = f"{rollover.explain(action)[0]} (not looked at: --offline)"
+        elif run.dry and isinstance(action, CHANGES):
+            result.next = rollover.explain(action)[0]
+            kind = run.data.rollover.last_error_kind
+            if kind in ("store", "reload", "dns"):
+                result.waiting_for = f"{kind}_error"
+        else:
+            todo.add(run, action)
 
-    def _prior_ttls(self, records: dict[_Context, frozenset[tlsa.Record]]) -> dict[_Context, int]:
-        """What caches may hold now, for lineages that already serve something."""
-        asking = [ctx for ctx in records if ctx.data.rollover.served is not None]
-        priors: dict[_Context, int] = {}
-        for observer, group in _by_observer(asking):
-            owners = [[r.owner for r in records[ctx]] for ctx in group]
-            ttls = self._together(group, observer.prior_ttl_many, owners)
-            for ctx, ttl in zip(group, ttls or (), strict=ttls is not None):
-                if isinstance(ttl, ObserveError):
-                    self._stop(ctx, ttl)
-                else:
-                    priors[ctx] = ttl
-        return priors
+    def _alarm(self, run: Run, reason: str) -> None:
+        """A wait the operator must hear of: the check fails with this one line."""
+        run.result.error = reason
+        if run.dry:
+            return
+        if run.data.rollover.last_error != reason:
+            run.note("error", reason)
+            logger.error("dane: lineage %s: %s", run.name, reason)
+        run.advance(Failed(reason, "endpoint"))
 
-    def _observe_all(self, items: list[tuple[_Context, Observe]]) -> None:
-        contexts = [ctx for ctx, _ in items]
-        wanted = {ctx: action.records for ctx, action in items}
-        for observer, group in _by_observer(contexts):
-            asked = [wanted[ctx] for ctx in group]
-            seen = self._together(group, observer.observe_many, asked)
-            for ctx, observation in zip(group, seen or (), strict=seen is not None):
-                if isinstance(observation, ObserveError):
-                    self._stop(ctx, observation)
-                else:
-                    self._observed(ctx, observation)
-
-    def _observed(self, ctx: _Context, seen: Observation) -> None:
-        before = ctx.data.rollover.visible_since
-        ctx.advance(Observed(seen.authoritative, seen.validated, seen.ttl))
-        after = ctx.data.rollover.visible_since
-        if before is None and after is not None:
-            ctx.data.note("visible", "on every authoritative server", self.clock())
-        elif before is not None and after is None:
-            ctx.data.note("invisible", seen.detail, self.clock())
-        ctx.seen = Seen(seen.validated, seen.ttl)
-
-    def _retire_all(self, items: list[tuple[_Context, Retire]]) -> None:
-        for store, group in _by_store(items):
-            records = [action.records for _, action in group]
-            contexts = [ctx for ctx, _ in group]
-            # The records that stay: a store may wait for them to be up.
-            deletions = [
-                (gone, ctx.data.rollover.wanted())
-                for ctx, gone in zip(contexts, records, strict=True)
-            ]
-            errors = self._together(contexts, store.delete_many, deletions)
-            if errors is None:
-                continue
-            for ctx, gone, error in zip(contexts, records, errors, strict=True):
-                if error is not None:
-                    self._stop(ctx, error)
-                    continue
-                ctx.advance(Retired(gone))
-                ctx.data.note("retired", _list(gone), self.clock())
-                ctx.result.steps.append(f"retired {len(gone)} record(s)")
-
-    def _jointly(
-        self, contexts: list[_Context], call: Callable[..., object], *args: object
-    ) -> bool:
-        """:meth:`_together` for a call that returns nothing: did it succeed?"""
-        return self._together(contexts, lambda: call(*args) or True) is not None
-
-    def _together(
-        self, contexts: list[_Context], call: Callable[..., _T], *args: object
-    ) -> _T | None:
-        """A call made for several lineages; an error it raises stops each of them."""
-        try:
-            return call(*args)
-        except (*RETRYABLE, EngineError) as err:
-            for ctx in contexts:
-                if not ctx.stopped:
-                    self._stop(ctx, err)
-            return None
-
-    def _switch_all(self, items: list[tuple[_Context, Switch]]) -> None:
+    def _switch_all(self, items: list[tuple[Run, Switch]]) -> None:
         """Flip the links of every lineage due to switch.
 
         The version each is switched to is saved first, so a crash after a
         flip is recognised (see :meth:`_reconcile_links`); the flips are made
         durable together before anything relies on them.
         """
-        versions = {ctx: action.version for ctx, action in items}
-        for ctx, version in versions.items():
-            ctx.data.switching = version.number
-        if not self._jointly(list(versions), self._save_all, list(versions)):
+        versions = {run: action.version for run, action in items}
+        for run, version in versions.items():
+            run.data.switching = version.number
+        runs = list(versions)
+        if together(runs, lambda: self.save_all(runs) or True) is None:
             return
-        flipped: dict[_Context, Path] = {}
-        for ctx, version in versions.items():
+        flipped: dict[Run, Path] = {}
+        for run, version in versions.items():
             try:
-                flipped[ctx] = danedir.switch(
-                    ctx.directory, ctx.data.lineage, version.number, sync=len(versions) == 1
+                flipped[run] = danedir.switch(
+                    run.directory, run.name, version.number, sync=len(versions) == 1
                 )
-            except RETRYABLE as err:
-                self._stop(ctx, err)
-        if len(flipped) > 1 and not self._jointly(
-            list(flipped), durable.flush, list(flipped.values())
-        ):
+            except (danedir.DaneDirError, OSError) as err:
+                run.fail(err)
+        paths = list(flipped.values())
+        flush = lambda: durable.flush(paths) or True  # noqa: E731 - a thunk for together()
+        if len(flipped) > 1 and together(list(flipped), flush) is None:
             return
-        for ctx in flipped:
-            version = versions[ctx]
-            ctx.data.switching = None
-            ctx.advance(Switched(version))
-            ctx.data.note("switched", f"version {version.number}", self.clock())
-            ctx.result.steps.append(f"switched to version {version.number}")
+        for run in flipped:
+            version = versions[run]
+            run.data.switching = None
+            run.advance(Switched(version))
+            run.note("switched", f"version {version.number}")
+            run.step(f"switched to version {version.number}")
         self._each(list(flipped), self._prune)
 
     @staticmethod
-    def _prune(ctx: _Context) -> None:
-        s = ctx.data.rollover
+    def _prune(run: Run) -> None:
+        s = run.data.rollover
         keep = {v.number for v in (s.served, s.pending) if v is not None}
-        danedir.prune(ctx.directory, ctx.data.lineage, keep)
+        danedir.prune(run.directory, run.name, keep)
 
-    def _reload_all(self, contexts: list[_Context]) -> None:
+    def _reload_all(self, runs: list[Run]) -> None:
         """One run of each reload command, after every lineage using it switched."""
-        commands: dict[str, list[_Context]] = {}
-        for ctx in contexts:
-            commands.setdefault(ctx.data.settings.reload or "", []).append(ctx)
+        commands: dict[str, list[Run]] = {}
+        for run in runs:
+            commands.setdefault(run.data.settings.reload or "", []).append(run)
         for command, group in commands.items():
             try:
                 self._reload(command)
             except ReloadError as err:
-                for ctx in group:
-                    self._stop(ctx, err)
+                for run in group:
+                    run.fail(err)
                 continue
-            for ctx in group:
-                ctx.advance(Reloaded())
-                ctx.data.note("reloaded", shlex.split(command)[0], self.clock())
-                ctx.result.steps.append("reloaded")
+            for run in group:
+                run.advance(Reloaded())
+                run.note("reloaded", shlex.split(command)[0])
+                run.step("reloaded")
 
     @staticmethod
     def _reload(command: str) -> None:
@@ -595,174 +556,108 @@ class Engine:
                 + (f": {tail[-1]}" if tail else "")
             )
 
+    def _probe_all(self, items: list[tuple[Run, Probe]]) -> None:
+        """What every listed endpoint presents, judged against the records that remain."""
+        jobs: list[tuple[Run, endpoints.Endpoint, dict, list]] = []
+        for run, action in items:
+            try:
+                listed = endpoints.parse_endpoints(run.data.settings.endpoints)
+            except ValueError as err:
+                run.fail(EngineError(f"--dane-endpoints: {err}"))
+                continue
+            remaining = self._remaining(run, action.remaining)
+            known = self._known(run)
+            jobs += [(run, endpoint, remaining, known) for endpoint in listed]
 
-class _Mark:
-    """What a save would write, last_check aside, in a form cheap to compare.
+        def one(job: tuple[Run, endpoints.Endpoint, dict, list]) -> endpoints.Presented:
+            _, endpoint, remaining, known = job
+            return endpoints.probe(endpoint, remaining, known)
 
-    Serialising to compare would cost as much as the write it avoids (a full
-    timeline is 200 events). The rollover state is immutable and the settings
-    are compared by value; the timeline only grows at its end (and drops its
-    oldest events), so its length and its last event tell whether a note was
-    added.
-    """
+        workers = max(1, min(endpoints.PROBE_WORKERS, len(jobs)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            presented = list(pool.map(one, jobs))
+        found: dict[Run, list[tuple[str, bool, str]]] = {run: [] for run, _ in items}
+        for (run, *_), seen in zip(jobs, presented, strict=True):
+            found[run].append((seen.endpoint.text(), seen.ok, seen.presents))
+        for run, results in found.items():
+            if run.stopped:
+                continue
+            run.advance(Probed(tuple(results)))
+            run.presented = results
+            run.seen = Seen(run.seen.look, probed=True)
+            for name, ok, presents in results:
+                if not ok and not run.dry:
+                    logger.info(
+                        "dane: lineage %s: endpoint %s presents %s; the old records stay",
+                        run.name,
+                        name,
+                        presents,
+                    )
 
-    def __init__(self, data: LineageFile) -> None:
-        self.lineage = data.lineage
-        self.rollover = data.rollover
-        self.settings = replace(data.settings)
-        self.events = len(data.timeline)
-        self.last_event = data.timeline[-1] if data.timeline else None
-        self.switching = data.switching
+    @staticmethod
+    def _remaining(
+        run: Run, remaining: frozenset[tlsa.Record]
+    ) -> dict[str, frozenset[tlsa.Record]]:
+        """For each owner name certificates ask for, the remaining records where DNS keeps them."""
+        s = run.data.rollover
+        where = s.alias_map()
+        return {
+            owner: frozenset(r for r in remaining if r.owner == where.get(owner, owner))
+            for owner in s.owners()
+        }
 
-    def matches(self, data: LineageFile) -> bool:
-        last_event = data.timeline[-1] if data.timeline else None
-        return (
-            self.lineage == data.lineage
-            and self.rollover == data.rollover
-            and self.settings == data.settings
-            and self.events == len(data.timeline)
-            and self.last_event is last_event
-            and self.switching == data.switching
-        )
-
-
-class _Context:
-    """One lineage's run: its state file, result, and this check's observation.
-
-    ``saved`` marks what the state file holds (None: nothing yet).
-    """
-
-    def __init__(self, engine: Engine, data: LineageFile, saved: _Mark | None) -> None:
-        self.engine = engine
-        self.data = data
-        self.saved = saved
-        self.directory = Path(data.settings.directory)
-        self.policy = policy_of(data.settings)
-        self.result = Result(data.lineage)
-        self.shared = _Shared(engine)
-        self.seen: Seen | None = None
-        #: a version newer than any known, found in live/ but not staged yet
-        self.renewal: tuple[Version, dict[str, Path]] | None = None
-        self.stopped = False
-        self.refresh = False
-
-    @functools.cached_property
-    def targets(self) -> tuple[tlsa.Target, ...]:
-        """Parsed only when a version's records are computed (rarely)."""
-        return tlsa.parse_specs(self.data.settings.targets)
-
-    @property
-    def store(self) -> RecordStore:
-        return self.shared.store(self.data.settings)
-
-    @property
-    def observer(self) -> Observer:
-        return self.shared.observer(self.data.settings)
-
-    def advance(self, outcome: rollover.Outcome) -> None:
-        """Apply an outcome in memory; the run saves it (see :meth:`save`)."""
-        self.data.rollover = rollover.advance(
-            self.data.rollover, outcome, self.engine.clock(), self.policy
-        )
-
-    def unsaved(self) -> bool:
-        return self.refresh or self.saved is None or not self.saved.matches(self.data)
-
-    def save(self) -> None:
-        """Write the state if it differs from the file (or a refresh is due)."""
-        if not self.unsaved():
-            return
-        self.data.last_check = self.engine.clock()
-        state.save(self.engine.config_dir, self.data)
-        self.written()
-
-    def written(self) -> None:
-        """The state file now holds :attr:`data`."""
-        self.saved = _Mark(self.data)
-        self.refresh = False
+    @staticmethod
+    def _known(run: Run) -> list[endpoints.Known]:
+        """The versions an endpoint may present, to name what it presents."""
+        s = run.data.rollover
+        known = []
+        for version, role in ((s.served, "served"), (s.pending, "pending"), (s.previous, "old")):
+            if version is None:
+                continue
+            leaf = None
+            cert = danedir.staged_files(run.directory, run.name, version.number)["cert"]
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                leaf = tlsa.load_pem_chain(cert.read_bytes())[0]
+            known.append(endpoints.Known(version.number, role, leaf, version.records))
+        return known
 
 
 @dataclass
 class _Round:
     """The actions of one round, by kind, each with its lineage."""
 
-    publish: list[tuple[_Context, Publish]] = field(default_factory=list)
-    observe: list[tuple[_Context, Observe]] = field(default_factory=list)
-    switch: list[tuple[_Context, Switch]] = field(default_factory=list)
-    reload: list[_Context] = field(default_factory=list)
-    retire: list[tuple[_Context, Retire]] = field(default_factory=list)
+    resolve: list[tuple[Run, rollover.Resolve]] = field(default_factory=list)
+    publish: list[tuple[Run, Publish]] = field(default_factory=list)
+    observe: list[tuple[Run, Observe]] = field(default_factory=list)
+    switch: list[tuple[Run, Switch]] = field(default_factory=list)
+    reload: list[Run] = field(default_factory=list)
+    probe: list[tuple[Run, Probe]] = field(default_factory=list)
+    retire: list[tuple[Run, Retire]] = field(default_factory=list)
+    retime: list[tuple[Run, Retime]] = field(default_factory=list)
+    audit: list[tuple[Run, Audit]] = field(default_factory=list)
+    #: every lineage that had something done this round
+    runs: list[Run] = field(default_factory=list)
 
-    def contexts(self) -> list[_Context]:
-        return [
-            *(ctx for ctx, _ in self.publish),
-            *(ctx for ctx, _ in self.observe),
-            *(ctx for ctx, _ in self.switch),
-            *self.reload,
-            *(ctx for ctx, _ in self.retire),
-        ]
-
-
-class _Shared:
-    """Stores and observers of one run: one per distinct configuration.
-
-    Lineages with the same store settings share a store, so its zone cache
-    and its batched updates span them all.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._stores: dict[tuple, RecordStore] = {}
-        self._observers: dict[tuple, Observer] = {}
-
-    def store(self, settings: Settings) -> RecordStore:
-        key = _store_key(settings)
-        if key not in self._stores:
-            self._stores[key] = self.engine.store_factory(settings, str(self.engine.config_dir))
-        return self._stores[key]
-
-    def observer(self, settings: Settings) -> Observer:
-        key = (settings.resolver, settings.nameservers)
-        if key not in self._observers:
-            observer = self.engine.observer_factory(settings)
-            self.engine.observers.append(observer)
-            self._observers[key] = observer
-        return self._observers[key]
-
-
-def _store_key(settings: Settings) -> tuple:
-    """Settings that may shape a store; the rest only concern the lineage."""
-    return astuple(replace(settings, targets="", reload=None, hold_margin=0.0, record_ttl=None))
-
-
-def _by_store(
-    items: list[tuple[_Context, _A]],
-) -> list[tuple[RecordStore, list[tuple[_Context, _A]]]]:
-    """Items grouped by their lineage's store; a store that cannot open stops its lineages."""
-    groups: dict[int, tuple[RecordStore, list[tuple[_Context, _A]]]] = {}
-    for ctx, action in items:
-        try:
-            store = ctx.store
-        except StoreError as err:
-            ctx.engine._stop(ctx, err)
-            continue
-        groups.setdefault(id(store), (store, []))[1].append((ctx, action))
-    return list(groups.values())
-
-
-def _by_observer(contexts: list[_Context]) -> list[tuple[Observer, list[_Context]]]:
-    groups: dict[int, tuple[Observer, list[_Context]]] = {}
-    for ctx in contexts:
-        try:
-            observer = ctx.observer
-        except (ObserveError, ValueError) as err:
-            ctx.engine._stop(ctx, ObserveError(str(err)))
-            continue
-        groups.setdefault(id(observer), (observer, []))[1].append(ctx)
-    return list(groups.values())
-
-
-def _list(records: frozenset[tlsa.Record]) -> str:
-    return "; ".join(r.short() for r in sorted(records))
-
-
-__all__ = ["Engine", "EngineError", "Result"]
+    def add(self, run: Run, action: rollover.Action) -> None:
+        self.runs.append(run)
+        match action:
+            case Resolve():
+                self.resolve.append((run, action))
+            case Publish():
+                self.publish.append((run, action))
+            case Observe():
+                self.observe.append((run, action))
+            case Switch():
+                self.switch.append((run, action))
+            case Reload():
+                self.reload.append(run)
+            case Probe():
+                self.probe.append((run, action))
+            case Retire():
+                self.retire.append((run, action))
+            case Retime():
+                self.retime.append((run, action))
+            case Audit():
+                self.audit.append((run, action))
+            case _:
+                raise TypeError(f"no round for {action!r}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from certbot.display import util as display_util
 from certbot.plugins import common
 
 from . import settings as dane_settings
+from .dns import STORES
 from .engine import Engine, EngineError, Result
 from .lineage import LineageError, name_from_live_path
 from .state import StateError
@@ -47,10 +49,13 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
             "e.g. 311:25,211:25 or 312:443/tcp@www.example.com (required)",
         )
         add("directory", help="where the links live (default: <config-dir>/dane)")
-        add("dns", help="record store: rfc2136 (default: follows the DNS authenticator)")
+        add(
+            "dns",
+            help=f"record store: {', '.join(STORES)} (default: follows the DNS authenticator)",
+        )
         add(
             "credentials",
-            help="credentials INI of the record store (default: the DNS authenticator's)",
+            help="credentials file of the record store (default: the DNS authenticator's)",
         )
         add(
             "resolver",
@@ -78,7 +83,44 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
             "with the alnitak environment contract",
         )
         add("exec-timeout", type=int, help="exec store: seconds before the program is killed")
-        add("api-url", help="record store API base URL (Cloudflare, Route 53 endpoint)")
+        add(
+            "api-url",
+            help="record store API base URL (Cloudflare, Google, PowerDNS, deSEC, OVH, "
+            "Route 53 endpoint)",
+        )
+        add(
+            "endpoints",
+            help="where the services listen, HOST:PORT[/STARTTLS],... (STARTTLS: smtp, imap, "
+            "pop3, xmpp): old records are retired only once every one presents a "
+            "certificate the remaining records match",
+        )
+        add(
+            "endpoint-timeout",
+            type=int,
+            help="seconds an endpoint may stay behind before the check fails "
+            f"(default: {dane_settings.DEFAULT_ENDPOINT_TIMEOUT})",
+        )
+        add(
+            "audit-interval",
+            type=int,
+            help="seconds between audits of the records in DNS by 'certbot-dane check', "
+            f"which re-publishes missing ones (default: {dane_settings.DEFAULT_AUDIT_INTERVAL}; "
+            "0: never)",
+        )
+        add(
+            "issuers",
+            help="PEM bundle of the CA's intermediate certificates whose usage 2 records "
+            "stay published ahead of renewals",
+        )
+        add(
+            "group",
+            help="group that may read the key files in the dane directory (default: none)",
+        )
+        add(
+            "google-project",
+            help="google store: the Google Cloud project that holds the zones (default: "
+            "--dns-google-project, else the credentials' project)",
+        )
         add("lock-timeout", type=int, help=argparse.SUPPRESS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -179,6 +221,12 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         options["exec"] = self.conf("exec")
         options["exec_timeout"] = self.conf("exec-timeout")
         options["api_url"] = self.conf("api-url")
+        options["endpoints"] = self.conf("endpoints")
+        options["endpoint_timeout"] = self.conf("endpoint-timeout")
+        options["audit_interval"] = self.conf("audit-interval")
+        options["issuers"] = self.conf("issuers")
+        options["group"] = self.conf("group")
+        options["google_project"] = self.conf("google-project")
         return options
 
     def _certname(self) -> str | None:
@@ -201,6 +249,9 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         if result.error:
             return
         links = Path(settings.directory) / name
+        if result.served is None:
+            display_util.notify(_first_version_waits(name, links, result))
+            return
         message = (
             f"dane: {name}: services should read {links}/combined.pem (key and full chain), "
             "or fullchain.pem and privkey.pem there"
@@ -230,3 +281,18 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
             f"Run once: {command.strip()}\n"
             "Until then 'certbot-dane check' (its timer) keeps the records and links in step."
         )
+
+
+def _first_version_waits(name: str, links: Path, result: Result) -> str:
+    """The one line for a first version that must wait before its links exist."""
+    when = ""
+    if result.until is not None:
+        left = max(0, int(result.until - time.time()))
+        at = time.strftime("%H:%M:%S UTC", time.gmtime(result.until))
+        when = f" in about {left} s (at {at})"
+    return (
+        f"dane: {name}: the TLSA owner names already hold records this certificate does not "
+        f"match, which clients may have cached, so the links in {links} appear only once its "
+        f"records are live{when} (now: {result.waiting or 'waiting'}); "
+        f"'certbot-dane check --wait --cert-name {name}' waits for it"
+    )

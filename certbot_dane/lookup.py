@@ -18,7 +18,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from .observe import Address, ObserveError, parse_address, system_resolver
+from .observe import Address, ObserveError, chain_end, parse_address, system_resolver
 from .state import Settings
 from .tlsa import Record
 
@@ -66,7 +66,8 @@ def resolve(resolver: Address, owner: str, timeout: float = DEFAULT_TIMEOUT) -> 
         raise ObserveError(
             f"cannot resolve TLSA at {owner} through {resolver[0]}:{resolver[1]}: {reason}"
         ) from None
-    name = dns.name.from_text(owner)
+    # An owner that is an alias has its records at the end of the CNAME chain.
+    name = dns.name.from_text(chain_end(response, owner)[0])
     records: frozenset[Record] = frozenset()
     for rrset in response.answer:
         if rrset.name == name and rrset.rdtype == dns.rdatatype.TLSA:

@@ -5,7 +5,12 @@ says it did: every authoritative server of the zone must serve each record
 with a signature, and the validating resolver must return each record with
 the AD bit. Answers without AD never count.
 
-A truncated answer never counts either: it is asked again over TCP
+A TLSA owner name may be an alias (RFC 7671 section 7): its records then
+live at the end of a CNAME chain. :meth:`Observer.aliases_many` finds where;
+the authoritative servers are asked at that target (in the target's zone),
+and the resolver at the original name, as a DANE client asks.
+
+A truncated answer is never taken for the whole one: it is asked again over TCP
 (:mod:`.dnsio`). Knot DNS fills a UDP answer too small for an RRset and its
 RRSIG with the RRset alone, so taken as it is, a large TLSA set would look
 unsigned and never become visible.
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -47,6 +52,22 @@ class Observation:
     validated: bool
     ttl: int | None
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class Alias:
+    """Where an owner name's records live, and the largest CNAME TTL on the way."""
+
+    target: str
+    ttl: int = 0
+
+
+@dataclass(frozen=True)
+class AuditView:
+    """What every authoritative server serves for a group of records."""
+
+    present: frozenset[Record]
+    ttls: dict[str, int]
 
 
 def parse_address(text: str, default_port: int = 53) -> Address:
@@ -155,11 +176,11 @@ class Observer:
         For an empty answer, ``ttl`` is the negative TTL from the SOA: how
         long a resolver may cache "no such records".
         """
-        return _raise(self._views({owner: [server]}, resolve=set())[(owner, server)])
+        return _raise(self._views({owner: [server]}, resolve={})[(owner, server)])
 
     def validated(self, owner: str) -> tuple[set[Record], bool]:
         """(records, AD) as the validating resolver returns them."""
-        return _raise(self._views({}, resolve={owner})[(owner, None)])
+        return _raise(self._views({}, resolve={owner: owner})[(owner, None)])
 
     def prior_ttl(self, owners: Iterable[str]) -> int:
         """The longest time any cache may keep what it now has for these owners."""
@@ -174,7 +195,7 @@ class Observer:
         owners = [sorted(set(group)) for group in groups]
         servers = self._servers({o for group in owners for o in group})
         # Only TTLs matter here: no signatures asked for, smaller answers.
-        views = self._views(servers, resolve=set(), signed=False)
+        views = self._views(servers, resolve={}, signed=False)
         results: list[int | ObserveError] = []
         for group in owners:
             try:
@@ -188,25 +209,88 @@ class Observer:
                 results.append(err)
         return results
 
-    def observe_many(self, groups: Sequence[Iterable[Record]]) -> list[Observation | ObserveError]:
-        """:meth:`observe` for each group of records, all asked at once."""
+    def observe_many(
+        self,
+        groups: Sequence[Iterable[Record]],
+        names: Mapping[str, Iterable[str]] | None = None,
+    ) -> list[Observation | ObserveError]:
+        """:meth:`observe` for each group of records, all asked at once.
+
+        ``names`` maps a record's owner (where it lives) to the owner names
+        that are aliases of it: the resolver is asked at those, as a DANE
+        client would (by default at the record's owner itself).
+        """
         wanted = [sorted(set(group)) for group in groups]
         owners = {r.owner for group in wanted for r in group}
+        asked = {o: sorted(set((names or {}).get(o, ()))) or [o] for o in owners}
         servers = self._servers(owners)
-        views = self._views(servers, resolve=owners)
+        views = self._views(servers, resolve={n: o for o in owners for n in asked[o]})
         results: list[Observation | ObserveError] = []
         for group in wanted:
             try:
-                results.append(self._judge(group, servers, views))
+                results.append(self._judge(group, servers, views, asked))
             except ObserveError as err:
                 results.append(err)
         return results
+
+    def audit_many(self, groups: Sequence[Iterable[Record]]) -> list[AuditView | ObserveError]:
+        """Which records of each group every authoritative server still serves.
+
+        One question per owner and server, without signatures (presence and
+        TTLs are all an audit needs).
+        """
+        wanted = [sorted(set(group)) for group in groups]
+        owners = {r.owner for group in wanted for r in group}
+        servers = self._servers(owners)
+        views = self._views(servers, resolve={}, signed=False)
+        results: list[AuditView | ObserveError] = []
+        for group in wanted:
+            try:
+                present: set[Record] = set(group)
+                ttls: dict[str, int] = {}
+                for owner in sorted({r.owner for r in group}):
+                    for server in _raise(servers[owner]):
+                        found, _signed, ttl = _raise(views[(owner, server)])
+                        present -= {r for r in group if r.owner == owner} - found
+                        if found:
+                            ttls[owner] = max(ttls.get(owner, 0), ttl)
+                results.append(AuditView(frozenset(present), ttls))
+            except ObserveError as err:
+                results.append(err)
+        return results
+
+    def aliases_many(self, owners: Iterable[str]) -> dict[str, Alias | ObserveError]:
+        """Where each owner name's TLSA records live: the end of its CNAME chain.
+
+        One question per owner to the validating resolver, which follows
+        the chain; an owner that is no alias maps to itself.
+        """
+        names = sorted(set(owners))
+        questions = [_validate(owner, self.resolver) for owner in names]
+        answers = self._ask_all(questions)
+        found: dict[str, Alias | ObserveError] = {}
+        for owner, answer in zip(names, answers, strict=True):
+            if isinstance(answer, ObserveError):
+                found[owner] = answer
+                continue
+            rcode = answer.rcode()
+            if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                found[owner] = ObserveError(
+                    f"the resolver {self.resolver[0]}:{self.resolver[1]} answered "
+                    f"{dns.rcode.to_text(rcode)} for TLSA at {owner} (DNSSEC validation "
+                    "fails, or the zone's servers do not answer)"
+                )
+                continue
+            target, ttl = chain_end(answer, owner)
+            found[owner] = Alias(target, ttl)
+        return found
 
     def _judge(
         self,
         wanted: list[Record],
         servers: dict[str, list[Address] | ObserveError],
         views: dict[tuple[str, Address | None], tuple | ObserveError],
+        asked: Mapping[str, list[str]],
     ) -> Observation:
         owners = sorted({r.owner for r in wanted})
         authoritative = True
@@ -223,11 +307,12 @@ class Observer:
                     missing = missing or f"{owner} {what} at {server[0]}:{server[1]}"
         validated = True
         for owner in owners:
-            found, ad = _raise(views[(owner, None)])
             need = {r for r in wanted if r.owner == owner}
-            if not ad or not need <= found:
-                validated = False
-                missing = missing or f"{owner} not validated by the resolver"
+            for name in asked[owner]:
+                found, ad = _raise(views[(name, None)])
+                if not ad or not need <= found:
+                    validated = False
+                    missing = missing or f"{name} not validated by the resolver"
         return Observation(authoritative, validated, ttl, missing)
 
     def _servers(self, owners: Iterable[str]) -> dict[str, list[Address] | ObserveError]:
@@ -248,12 +333,15 @@ class Observer:
     def _views(
         self,
         servers: dict[str, list[Address] | ObserveError],
-        resolve: set[str],
+        resolve: Mapping[str, str],
         signed: bool = True,
     ) -> dict[tuple[str, Address | None], tuple | ObserveError]:
         """Ask every server about its owners, and the resolver about ``resolve``.
 
-        Keys are (owner, server), with server None for the resolver's answer.
+        ``resolve`` maps each name to ask the resolver at to the owner its
+        records live at (the end of its CNAME chain, or itself). Keys are
+        (owner, server), with server None for the resolver's answer (keyed
+        by the name asked).
         All questions go out at once. The resolver is first asked with the AD
         bit and without DO: a validating resolver then sets AD without adding
         signatures (RFC 6840, section 5.7), and the answer is a fraction of
@@ -286,7 +374,7 @@ class Observer:
         for (owner, server), answer in zip(keys, answers, strict=True):
             try:
                 if server is None:
-                    views[(owner, None)] = self._validated(owner, answer)
+                    views[(owner, None)] = self._validated(owner, resolve[owner], answer)
                 else:
                     views[(owner, server)] = self._authoritative(owner, server, answer)
             except ObserveError as err:
@@ -335,15 +423,17 @@ class Observer:
         return records, signed, ttl
 
     def _validated(
-        self, owner: str, response: dns.message.Message | ObserveError
+        self, name: str, owner: str, response: dns.message.Message | ObserveError
     ) -> tuple[set[Record], bool]:
+        """(records, AD) for the question at ``name``; records named by ``owner``,
+        where they live (the end of the chain the answer follows)."""
         response = _raise(response)
         ad = bool(response.flags & dns.flags.AD)
         if response.rcode() != dns.rcode.NOERROR:
             return set(), False
-        name = dns.name.from_text(owner)
+        end = dns.name.from_text(chain_end(response, name)[0])
         for rrset in response.answer:
-            if rrset.name == name and rrset.rdtype == dns.rdatatype.TLSA:
+            if rrset.name == end and rrset.rdtype == dns.rdatatype.TLSA:
                 return {Record.from_rdata(owner, rd) for rd in rrset}, ad
         return set(), ad
 
@@ -367,6 +457,29 @@ def _validate(owner: str, resolver: Address, dnssec: bool = False) -> _Question:
     query = dns.message.make_query(owner, dns.rdatatype.TLSA, want_dnssec=dnssec)
     query.flags |= dns.flags.AD
     return _Question(query, resolver, f"resolve TLSA at {owner}")
+
+
+def chain_end(response: dns.message.Message, owner: str) -> tuple[str, int]:
+    """The end of the CNAME chain from ``owner`` in an answer, and its largest TTL."""
+    name = dns.name.from_text(owner)
+    ttl = 0
+    seen = {name}
+    while True:
+        step = next(
+            (
+                rrset
+                for rrset in response.answer
+                if rrset.name == name and rrset.rdtype == dns.rdatatype.CNAME
+            ),
+            None,
+        )
+        if step is None:
+            return name.to_text().lower(), ttl
+        ttl = max(ttl, step.ttl)
+        name = step[0].target
+        if name in seen:  # a loop: stop where it closes
+            return name.to_text().lower(), ttl
+        seen.add(name)
 
 
 _T = TypeVar("_T")

@@ -1,9 +1,12 @@
 """``certbot-dane status``: where each lineage is, as a table or as JSON.
 
-Everything comes from the state file and the dane directory, plus one
-validated lookup per owner name so the "visible" count is what a DANE client
-would see now rather than what the last check remembered. The JSON keys are
-a monitoring interface: add keys, never rename or remove them.
+What status says a lineage waits for is what a check would do now: it runs
+the check's own steps as a dry run (:meth:`.engine.Engine.explain_many`),
+with the same reads of DNS and of the endpoints and the same decision, and
+stops before anything that changes DNS, the links or the service. One
+validated lookup per owner name adds the "visible" count, as a DANE client
+would see it now. The JSON keys are a monitoring interface: add keys, never
+rename or remove them.
 """
 from __future__ import annotations
 
@@ -14,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from . import danedir, rollover, state
-from .engine import policy_of
 from .lookup import resolve_all, resolver_address
 from .observe import ObserveError
-from .tlsa import load_pem_chain
+from .run import Run
+from .tlsa import Record, load_pem_chain
 
 #: The keys of one ``status --json`` row; tests hold the list stable.
 JSON_KEYS = (
@@ -27,6 +30,8 @@ JSON_KEYS = (
     "links",
     "pending",
     "state",
+    "waiting_for",
+    "until",
     "records_wanted",
     "records_published",
     "records_visible",
@@ -35,6 +40,10 @@ JSON_KEYS = (
     "hold_until",
     "hold_left",
     "owned_records",
+    "issuer_records",
+    "aliases",
+    "endpoints",
+    "repaired",
     "last_check",
     "last_error",
 )
@@ -54,14 +63,18 @@ def not_after(path: Path) -> float | None:
     return when.timestamp()
 
 
-def status_row(data: state.LineageFile, now: float, dns: bool = True) -> dict[str, Any]:
-    """One lineage's row; ``dns`` False skips the lookup (visible is then None)."""
+def _line(record: Record) -> str:
+    return record.zone_line(0).replace(" 0 IN ", " IN ")
+
+
+def status_row(
+    run: Run, config_dir: str | Path, now: float, dns: bool = True
+) -> dict[str, Any]:
+    """One lineage's row from its dry run; ``dns`` False: no lookup (visible is None)."""
+    data = run.data
     s = data.rollover
-    policy = policy_of(data.settings)
+    result = run.result
     directory = Path(data.settings.directory)
-    hold_until = None
-    if s.pending is not None and s.visible_since is not None:
-        hold_until = s.visible_since + rollover.hold_seconds(s, None, policy)
     served_expires = None
     if s.served is not None:
         cert = danedir.staged_files(directory, data.lineage, s.served.number)["cert"]
@@ -71,34 +84,90 @@ def status_row(data: state.LineageFile, now: float, dns: bool = True) -> dict[st
     except danedir.DaneDirError:
         links = None
     wanted = s.wanted()
-    visible: int | None = None
+    visible: frozenset[Record] | None = None
     dns_error: str | None = None
     if dns and wanted:
-        try:
-            resolver = resolver_address(data.settings, None)
-            answers = resolve_all(resolver, {r.owner for r in wanted}, timeout=3.0)
-            seen = frozenset().union(*(a.validated for a in answers.values()))
-            visible = len(wanted & seen)
-        except (ObserveError, ValueError) as err:
-            dns_error = str(err)
+        visible, dns_error = _visible(data, s)
+    hold_until = result.until if result.waiting_for == "hold" else None
+    checked = [t for t in (data.last_check, state.checked_at(config_dir, data.lineage)) if t]
+    lags = {lag.endpoint: lag.since for lag in s.lagging}
     return {
         "lineage": data.lineage,
         "served": s.served.number if s.served else None,
         "served_expires": served_expires,
         "links": links,
         "pending": s.pending.number if s.pending else None,
-        "state": rollover.describe(s, now, policy),
+        "state": _state(result),
+        "waiting_for": result.waiting_for,
+        "until": result.until,
         "records_wanted": len(wanted),
         "records_published": len(s.published & wanted),
-        "records_visible": visible,
+        "records_visible": None if visible is None else len(wanted & visible),
         "dns_error": dns_error,
         "visible_since": s.visible_since,
         "hold_until": hold_until,
         "hold_left": max(0.0, hold_until - now) if hold_until is not None else None,
-        "owned_records": [r.zone_line(0).replace(" 0 IN ", " IN ") for r in sorted(s.owned)],
-        "last_check": data.last_check,
+        "owned_records": [_line(r) for r in sorted(s.owned)],
+        "issuer_records": [
+            {
+                "record": _line(r),
+                "published": r in s.published,
+                "live": r in s.live,
+                "visible": None if visible is None else r in visible,
+            }
+            for r in sorted(s.place(s.issuers))
+        ],
+        "aliases": {o: t for o, t in s.aliases if o != t},
+        "endpoints": [
+            {
+                "endpoint": name,
+                "ok": ok,
+                "presents": presents,
+                "behind_since": None if ok else lags.get(name),
+            }
+            for name, ok, presents in run.presented
+        ],
+        "repaired": _repaired(data),
+        "last_check": max(checked) if checked else None,
         "last_error": s.last_error,
     }
+
+
+def _state(result: Any) -> str:
+    """The human text of what a check would do now, or why it waits."""
+    if result.error:
+        return result.error
+    if result.next:
+        return f"next check: {result.next}"
+    if result.waiting:
+        return result.waiting
+    return "settled" if result.settled else "unknown"
+
+
+def _visible(
+    data: state.LineageFile, s: rollover.State
+) -> tuple[frozenset[Record] | None, str | None]:
+    """Every wanted record the validating resolver returns with AD, asked at the owner
+    names certificates ask for (following their aliases, as clients do)."""
+    where = s.alias_map()
+    try:
+        resolver = resolver_address(data.settings, None)
+        answers = resolve_all(resolver, s.owners(), timeout=3.0)
+    except (ObserveError, ValueError) as err:
+        return None, str(err)
+    seen: set[Record] = set()
+    for owner, answer in answers.items():
+        target = where.get(owner, owner)
+        seen |= {Record(target, r.usage, r.selector, r.mtype, r.data) for r in answer.validated}
+    return frozenset(seen), None
+
+
+def _repaired(data: state.LineageFile) -> dict[str, Any] | None:
+    """The last repair of records found missing from DNS, from the timeline."""
+    for event in reversed(data.timeline):
+        if event.what == "repaired":
+            return {"time": event.time, "records": event.detail}
+    return None
 
 
 # Human output -------------------------------------------------------------
@@ -136,7 +205,11 @@ def _count(row: dict[str, Any], key: str) -> str:
 
 
 def table(rows: Sequence[dict[str, Any]], now: float) -> str:
-    """Aligned columns, one row per lineage; the free-text columns come last."""
+    """Aligned columns, one row per lineage; the free-text columns come last.
+
+    Below a lineage's row, one indented line per endpoint that is behind,
+    per alias, per issuer record and for the last repair.
+    """
     header = (
         "LINEAGE",
         "SERVED",
@@ -150,6 +223,7 @@ def table(rows: Sequence[dict[str, Any]], now: float) -> str:
         "LAST ERROR",
     )
     lines: list[tuple[str, ...]] = [header]
+    details: dict[int, list[str]] = {}
     for row in rows:
         hold = "-" if row["hold_left"] is None else _duration(row["hold_left"])
         checked = "never" if row["last_check"] is None else _duration(now - row["last_check"])
@@ -169,10 +243,31 @@ def table(rows: Sequence[dict[str, Any]], now: float) -> str:
                 row["last_error"] or row["dns_error"] or "-",
             )
         )
+        details[len(lines) - 1] = _details(row, now)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     out = []
-    for line in lines:
+    for index, line in enumerate(lines):
         cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
         out.append("  ".join([*cells, line[-1]]).rstrip())
+        out.extend(f"  {text}" for text in details.get(index, []))
     return "\n".join(out)
 
+
+def _details(row: dict[str, Any], now: float) -> list[str]:
+    lines = []
+    for owner, target in sorted(row["aliases"].items()):
+        lines.append(f"alias: {owner} -> {target}")
+    for item in row["issuer_records"]:
+        shown = {True: "visible", False: "not visible", None: "?"}[item["visible"]]
+        lines.append(f"issuer record: {item['record']} ({shown})")
+    for item in row["endpoints"]:
+        if item["ok"]:
+            lines.append(f"endpoint {item['endpoint']}: presents {item['presents']}")
+            continue
+        since = item["behind_since"]
+        behind = f" for {_duration(now - since)}" if since is not None else ""
+        lines.append(f"endpoint {item['endpoint']}: BEHIND{behind}: presents {item['presents']}")
+    if row["repaired"]:
+        when = _duration(now - row["repaired"]["time"])
+        lines.append(f"repaired {when} ago: {row['repaired']['records']}")
+    return lines

@@ -1,26 +1,40 @@
 """The rollover decision: a pure function of state, observations and time.
 
-Nothing here touches DNS, files or the clock. The shells (installer, CLI)
-ask :func:`decide` for the next action, perform it, report the outcome to
-:func:`advance` and ask again, until the answer is :class:`Wait` or
+Nothing here touches DNS, files, services or the clock. The shells (installer,
+CLI) ask :func:`decide` for the next action, perform it, report the outcome
+to :func:`advance` and ask again, until the answer is :class:`Wait` or
 :class:`Idle`. Each action is idempotent, and the shells persist the state
 before every action whose effect the state must know of (a record is claimed
 before it is added), so a crash between any two steps is repaired by
 running the loop again.
 
-The promise every rule serves: the served certificate always matches at
-least one TLSA record that a validating resolver would return, including
-copies of older RRsets still held in caches. Hence:
+The promise every rule serves: the certificate a service presents always
+matches at least one TLSA record that a validating resolver would return,
+including copies of older RRsets still held in caches. Hence:
 
-* records for a new version are added next to the old ones, never instead;
-* the links move only after the new records are on every authoritative
-  server, validate through the resolver, and every cache has had time to
-  forget the RRset it held before (the hold);
-* old records are removed only after the links moved and the service was
-  reloaded, and only records this host added are ever removed.
+* a record is *live* only once it is on every authoritative server, validates
+  through the resolver, and every cache has had time to forget the RRset it
+  held before (the hold); records are added next to the old ones, never
+  instead;
+* the links move to a version only when, at every owner name, a live record
+  matches it (its own records once proven, a record of the served key, or an
+  issuer record kept published ahead of time);
+* the first version is served at once only where the owner names had no
+  records a client could have cached; otherwise it waits like a rollover;
+* old records are removed only after the links moved, the service was
+  reloaded, and every listed endpoint presents a certificate that the
+  remaining records match; only records this host added are ever removed;
+* a record that goes missing from DNS (found by the periodic audit) is no
+  longer live: it is published and proven again.
+
+Records live where DNS keeps them: a TLSA owner name that is an alias (a
+CNAME chain) has its records at the chain's target. Versions and issuer
+records name the owners certificates ask for; everything the state says of
+DNS (published, owned, live) names where the records are.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from .tlsa import Record
@@ -35,42 +49,113 @@ class Version:
 
 
 @dataclass(frozen=True)
+class Lag:
+    """An endpoint seen presenting a chain the remaining records do not match."""
+
+    endpoint: str
+    since: float
+    presents: str
+
+
+@dataclass(frozen=True)
 class State:
     """Everything the decision needs to remember about one lineage.
 
-    ``owned`` are records this host may have added and not yet removed (a
-    record is claimed *before* it is added, so a crash can leak nothing);
-    ``published`` are records known to be in DNS, ours or not.
-    ``hold_ttl`` is the largest TTL seen for the owner names since the last
-    switch: before a publish it is the TTL of what caches may hold.
+    ``issuers`` are the records of the issuer bundle (wanted at all times).
+    ``aliases`` maps each owner name to where its records live (itself, or
+    the target of its CNAME chain). ``owned`` are records this host may have
+    added and not yet removed (claimed *before* the add, so a crash leaks
+    nothing); ``published`` are records known to be in DNS, ours or not;
+    ``live`` are records proven live (see the module docstring); ``proving``
+    is the set whose visibility ``visible_since`` dates. ``foreign`` are
+    records found at the owners, not wanted, before a first version was
+    served. ``hold_ttl`` is the largest TTL seen for the owner names since
+    records were last proven: before a publish it is the TTL of what caches
+    may hold. ``hold_floor`` is the moment until which caches may hold an
+    RRset under a TTL since lowered. ``previous`` is the version served before
+    the last switch, until its records are retired. ``stale_ttl`` lists owners
+    whose RRset TTL the audit found differing from the setting.
     """
 
     served: Version | None = None
     pending: Version | None = None
+    issuers: frozenset[Record] = frozenset()
+    aliases: tuple[tuple[str, str], ...] = ()
     owned: frozenset[Record] = frozenset()
     published: frozenset[Record] = frozenset()
+    live: frozenset[Record] = frozenset()
+    proving: frozenset[Record] = frozenset()
+    foreign: frozenset[Record] = frozenset()
     hold_ttl: int | None = None
+    hold_floor: float | None = None
     visible_since: float | None = None
     reload_due: bool = False
+    previous: Version | None = None
+    lagging: tuple[Lag, ...] = ()
+    audited_at: float | None = None
+    stale_ttl: tuple[tuple[str, int], ...] = ()
     last_error: str | None = None
+    last_error_kind: str | None = None
 
-    def wanted(self) -> frozenset[Record]:
-        records: frozenset[Record] = frozenset()
+    def alias_map(self) -> dict[str, str]:
+        return dict(self.aliases)
+
+    def place(self, records: Iterable[Record]) -> frozenset[Record]:
+        """The records where DNS keeps them: at the target of an aliased owner."""
+        where = self.alias_map()
+        return frozenset(
+            replace(r, owner=where[r.owner]) if where.get(r.owner, r.owner) != r.owner else r
+            for r in records
+        )
+
+    def owners(self) -> frozenset[str]:
+        """Every owner name the versions and issuer records ask for."""
+        return frozenset(r.owner for r in self._asked())
+
+    def _asked(self) -> frozenset[Record]:
+        records = self.issuers
         for version in (self.served, self.pending):
             if version is not None:
                 records |= version.records
         return records
 
+    def wanted(self) -> frozenset[Record]:
+        """Records that must be in DNS: the served and pending versions' and the issuers'."""
+        return self.place(self._asked())
+
+    def unresolved(self) -> frozenset[str]:
+        where = self.alias_map()
+        return frozenset(o for o in self.owners() if o not in where)
+
 
 @dataclass(frozen=True)
 class Policy:
-    """Settings that shape decisions but are not state."""
+    """Settings that shape decisions but are not state.
+
+    ``endpoints``: endpoints are listed, so records are retired only once
+    every one of them presents a chain the remaining records match, and an
+    endpoint still behind after ``endpoint_timeout`` seconds fails the check.
+    ``audit_interval``: seconds between audits of the authoritative servers
+    (0: never; only the timer's check audits). ``record_ttl``: the TTL the
+    settings ask for, if any, which the audit brings DNS in line with.
+    """
 
     hold_margin: float = 60.0
     reload: bool = False
+    endpoints: bool = False
+    endpoint_timeout: float = 3600.0
+    audit_interval: float = 0.0
+    record_ttl: int | None = None
 
 
 # Actions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolve:
+    """Find where the records of these owner names live (follow CNAME chains)."""
+
+    owners: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -88,6 +173,13 @@ class Observe:
 
 
 @dataclass(frozen=True)
+class Prove:
+    """These records are live now: record it (no I/O)."""
+
+    records: frozenset[Record]
+
+
+@dataclass(frozen=True)
 class Switch:
     """Move the dane links to this version."""
 
@@ -100,6 +192,13 @@ class Reload:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """Look at what each listed endpoint presents, against the records that will remain."""
+
+    remaining: frozenset[Record]
+
+
+@dataclass(frozen=True)
 class Retire:
     """Delete these records, all owned by this host, none still wanted."""
 
@@ -107,19 +206,55 @@ class Retire:
 
 
 @dataclass(frozen=True)
+class Retime:
+    """Give these records (owned, wanted) the TTL the settings ask for."""
+
+    records: frozenset[Record]
+    ttl: int
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Read the authoritative servers for these records: are they all still there?"""
+
+    records: frozenset[Record]
+
+
+@dataclass(frozen=True)
 class Wait:
-    """Nothing to do until ``until`` (epoch seconds), or the next check if None."""
+    """Nothing to do until ``until`` (epoch seconds), or the next check if None.
+
+    ``waiting_for`` is the machine-readable reason (see :data:`WAITING_FOR`).
+    An ``alarm`` wait fails the check: something needs the operator.
+    """
 
     reason: str
     until: float | None = None
+    waiting_for: str | None = None
+    alarm: bool = False
 
 
 @dataclass(frozen=True)
 class Idle:
-    """The lineage is settled: nothing pending, nothing to publish or retire."""
+    """The lineage is settled: nothing pending, nothing to publish, prove or retire."""
 
 
-Action = Publish | Observe | Switch | Reload | Retire | Wait | Idle
+Action = (
+    Resolve | Publish | Observe | Prove | Switch | Reload | Probe | Retire | Retime | Audit
+    | Wait | Idle
+)
+
+#: What a lineage may wait for: the ``waiting_for`` values of :class:`Wait`,
+#: and (from the shells) why the last attempt of an action failed.
+WAITING_FOR = (
+    "authoritative",  # the new records are not yet on every authoritative server, signed
+    "hold",  # caches may still hold the RRset from before the new records
+    "validation",  # the validating resolver does not return them with AD
+    "endpoint",  # an endpoint still presents a chain only the old records match
+    "store_error",  # the record store refused or failed; retried at each check
+    "dns_error",  # DNS could not be asked
+    "reload_error",  # the reload command failed
+)
 
 
 # Outcomes -----------------------------------------------------------------
@@ -133,16 +268,35 @@ class Renewed:
 
 
 @dataclass(frozen=True)
+class Resolved:
+    """Where the records of these owner names live (an owner maps to itself
+    unless it is an alias); ``ttl`` is the largest CNAME TTL on the way, which
+    a cache may hold the chain for."""
+
+    aliases: Mapping[str, str]
+    ttl: int | None = None
+
+
+@dataclass(frozen=True)
+class IssuersRead:
+    """The issuer bundle now asks for these records (at the owners' names)."""
+
+    records: frozenset[Record]
+
+
+@dataclass(frozen=True)
 class Claimed:
     """These absent records are about to be added by this host.
 
     ``ttl`` is the owners' TTL seen before the add. It is kept now, before
     the add can change it: a crash after the add would otherwise leave the
     next run to see only the new TTL and compute too short a hold.
+    ``present`` are all the records found at those owners before the add.
     """
 
     records: frozenset[Record]
     ttl: int | None = None
+    present: frozenset[Record] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -155,16 +309,22 @@ class Published:
 
 @dataclass(frozen=True)
 class Observed:
-    """What one look at DNS showed for the pending records.
+    """What one look at DNS showed for ``records``.
 
     ``authoritative``: every authoritative server serves every record, signed.
     ``validated``: the validating resolver returns them all with AD.
     ``ttl``: the largest TTL the authoritative servers give those RRsets.
     """
 
+    records: frozenset[Record]
     authoritative: bool
     validated: bool
     ttl: int | None = None
+
+
+@dataclass(frozen=True)
+class Proven:
+    records: frozenset[Record]
 
 
 @dataclass(frozen=True)
@@ -178,8 +338,35 @@ class Reloaded:
 
 
 @dataclass(frozen=True)
+class Probed:
+    """What each endpoint presents: (endpoint, matches the remaining records, what it is)."""
+
+    endpoints: tuple[tuple[str, bool, str], ...]
+
+
+@dataclass(frozen=True)
 class Retired:
     records: frozenset[Record]
+
+
+@dataclass(frozen=True)
+class Audited:
+    """What every authoritative server serves for the audited records.
+
+    ``present``: the records every server serves. ``ttls``: each owner's
+    largest RRset TTL (owners without records are left out).
+    """
+
+    records: frozenset[Record]
+    present: frozenset[Record]
+    ttls: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Retimed:
+    """These owners' RRsets now carry the setting's TTL; ``ttls`` is what they had."""
+
+    ttls: Mapping[str, int]
 
 
 @dataclass(frozen=True)
@@ -199,19 +386,29 @@ class Retargeted:
 
 @dataclass(frozen=True)
 class Failed:
-    """A step failed; the message is shown by status and the next check retries."""
+    """A step failed; the message is shown by status and the next check retries.
+
+    ``kind`` says what failed (``store``, ``dns``, ``reload``, ``files``).
+    """
 
     message: str
+    kind: str | None = None
 
 
 Outcome = (
     Renewed
+    | Resolved
+    | IssuersRead
     | Claimed
     | Published
     | Observed
+    | Proven
     | Switched
     | Reloaded
+    | Probed
     | Retired
+    | Audited
+    | Retimed
     | Adopted
     | Retargeted
     | Failed
@@ -219,60 +416,165 @@ Outcome = (
 
 
 @dataclass(frozen=True)
-class Seen:
-    """The observation made during the current check, if any."""
+class Look:
+    """This check's look at ``records`` (the records being proven)."""
 
+    records: frozenset[Record]
     validated: bool
     ttl: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the current check has looked at so far."""
+
+    look: Look | None = None
+    probed: bool = False
+
+
+NOTHING_SEEN = Seen()
 
 
 # The decision -------------------------------------------------------------
 
 
-def decide(state: State, now: float, seen: Seen | None, policy: Policy) -> Action:
-    """The next step for one lineage. ``seen`` is this check's observation."""
-    to_publish = state.wanted() - state.published
+def decide(state: State, now: float, seen: Seen, policy: Policy) -> Action:
+    """The next step for one lineage; ``seen`` is what this check looked at."""
+    unresolved = state.unresolved()
+    if unresolved:
+        return Resolve(unresolved)
+    wanted = state.wanted()
+    to_publish = wanted - state.published
     if to_publish:
-        return Publish(frozenset(to_publish))
+        return Publish(to_publish)
     if state.reload_due:
         return Reload()
-    to_retire = state.owned - state.wanted()
-    if to_retire:
-        return Retire(frozenset(to_retire))
     pending = state.pending
-    if pending is None:
-        return Idle()
-    if state.served is None or _covered(pending, state.served):
-        # Nothing to protect yet, or key reuse: at every owner name, a record
-        # the new version matches is one the served version is live with.
+    if pending is not None and may_switch(state, pending):
         return Switch(pending)
-    if seen is None:
-        return Observe(pending.records)
-    if state.visible_since is None:
-        return Wait("new records are not yet on every authoritative server")
-    hold_end = state.visible_since + hold_seconds(state, seen, policy)
-    if now < hold_end:
-        return Wait("hold: caches may still have the old RRset", hold_end)
-    if not seen.validated:
-        return Wait("the validating resolver does not yet return the new records with AD")
-    return Switch(pending)
+    to_retire = state.owned - wanted
+    if to_retire:
+        return _gate(state, now, seen, policy, wanted) or Retire(to_retire)
+    retime = _to_retime(state, policy)
+    if retime is not None:
+        return retime
+    unproven = wanted - state.live
+    if unproven:
+        action = _prove(state, now, seen, policy, unproven)
+        if isinstance(action, Wait) and action.waiting_for == "authoritative":
+            # A record that vanished while it was being proven (deleted by
+            # hand, a zone restored) would be waited for forever: the audit
+            # finds it missing, and it is published again.
+            if _audit_due(state, now, policy):
+                return Audit(wanted)
+        return action
+    if _audit_due(state, now, policy):
+        return Audit(wanted)
+    return Idle()
 
 
-def _covered(pending: Version, served: Version) -> bool:
-    """Does every owner name of ``pending`` already carry a live record it matches?
+def may_switch(state: State, version: Version) -> bool:
+    """May the links move to ``version`` now?
+
+    Yes when, at every owner name of the version, a live record matches it;
+    and for a first version also when no record a client could have cached
+    was at its owner names.
+    """
+    placed = state.place(version.records)
+    if state.served is None and not {r.owner for r in state.foreign} & {
+        r.owner for r in placed
+    }:
+        return True
+    return _covered(state, version)
+
+
+def _covered(state: State, version: Version) -> bool:
+    """Does every owner name of ``version`` already carry a live record it matches?
 
     With ``311,211`` and key reuse, a new intermediate changes the 211 record
     but not the 311 one: every cache already holds a record (3 1 1) that the
-    new certificate matches, so no hold is needed.
+    new certificate matches. With an issuer bundle, the 211 record of every
+    bundled intermediate is live before the renewal happens.
     """
-    owners = {r.owner for r in pending.records}
-    shared = {r.owner for r in pending.records & served.records}
-    return bool(owners) and owners <= shared
+    owners = {r.owner for r in version.records}
+    covered = {r.owner for r in version.records if state.place([r]) <= state.live}
+    return bool(owners) and owners <= covered
 
 
-def hold_seconds(state: State, seen: Seen | None, policy: Policy) -> float:
-    ttls = [t for t in (state.hold_ttl, seen.ttl if seen else None) if t is not None]
+def _prove(
+    state: State, now: float, seen: Seen, policy: Policy, unproven: frozenset[Record]
+) -> Action:
+    if seen.look is None or seen.look.records != unproven:
+        return Observe(unproven)
+    if state.proving != unproven or state.visible_since is None:
+        detail = f" ({seen.look.detail})" if seen.look.detail else ""
+        return Wait(
+            f"the new records are not yet on every authoritative server{detail}",
+            waiting_for="authoritative",
+        )
+    end = hold_end(state, seen.look, policy)
+    if now < end:
+        return Wait("hold: caches may still have the old RRset", end, "hold")
+    if not seen.look.validated:
+        return Wait(
+            "the validating resolver does not yet return the new records with AD",
+            waiting_for="validation",
+        )
+    return Prove(unproven)
+
+
+def hold_end(state: State, look: Look | None, policy: Policy) -> float:
+    """When caches have forgotten every RRset from before ``visible_since``."""
+    assert state.visible_since is not None
+    end = state.visible_since + hold_seconds(state, look, policy)
+    if state.hold_floor is not None:
+        end = max(end, state.hold_floor + policy.hold_margin)
+    return end
+
+
+def hold_seconds(state: State, look: Look | None, policy: Policy) -> float:
+    ttls = [t for t in (state.hold_ttl, look.ttl if look else None) if t is not None]
     return float(max(ttls, default=0)) + policy.hold_margin
+
+
+def _gate(
+    state: State, now: float, seen: Seen, policy: Policy, remaining: frozenset[Record]
+) -> Action | None:
+    """The endpoint gate before a retirement: None when the records may go."""
+    if not policy.endpoints:
+        return None
+    if not seen.probed:
+        return Probe(remaining)
+    if not state.lagging:
+        return None
+    behind = "; ".join(f"{lag.endpoint} presents {lag.presents}" for lag in state.lagging)
+    oldest = min(lag.since for lag in state.lagging)
+    if now - oldest >= policy.endpoint_timeout:
+        return Wait(
+            f"endpoint not caught up after {now - oldest:.0f} s: {behind}; the old records "
+            "stay until it presents the served certificate (reload or fix that service)",
+            waiting_for="endpoint",
+            alarm=True,
+        )
+    return Wait(f"endpoint behind: {behind}; the old records stay", waiting_for="endpoint")
+
+
+def _to_retime(state: State, policy: Policy) -> Retime | None:
+    if policy.record_ttl is None or not state.stale_ttl:
+        return None
+    stale = {owner for owner, ttl in state.stale_ttl if ttl != policy.record_ttl}
+    records = frozenset(r for r in state.owned & state.wanted() if r.owner in stale)
+    return Retime(records, policy.record_ttl) if records else None
+
+
+def _audit_due(state: State, now: float, policy: Policy) -> bool:
+    if policy.audit_interval <= 0:
+        return False
+    return state.audited_at is None or not 0 <= now - state.audited_at < policy.audit_interval
+
+
+# Outcomes -----------------------------------------------------------------
 
 
 def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State:
@@ -280,46 +582,72 @@ def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State
     match outcome:
         case Renewed(version):
             return _renewed(state, version)
-        case Claimed(records, ttl):
-            return replace(state, owned=state.owned | records, hold_ttl=_max(state.hold_ttl, ttl))
+        case Resolved(aliases, ttl):
+            merged = {**state.alias_map(), **{o.lower(): t.lower() for o, t in aliases.items()}}
+            return replace(
+                state,
+                aliases=tuple(sorted(merged.items())),
+                hold_ttl=_max(state.hold_ttl, ttl or None),
+                last_error=None,
+                last_error_kind=None,
+            )
+        case IssuersRead(records):
+            return replace(state, issuers=records)
+        case Claimed(records, ttl, present):
+            return _claimed(state, records, ttl, present)
         case Published(records, ttl):
             return replace(
                 state,
                 published=state.published | records,
                 hold_ttl=_max(state.hold_ttl, ttl),
+                # The first publish starts the audit's cadence: DNS was just written.
+                audited_at=now if state.audited_at is None else state.audited_at,
                 last_error=None,
+                last_error_kind=None,
             )
-        case Observed(authoritative, _validated, ttl):
-            since = state.visible_since if authoritative else None
-            if authoritative and since is None:
-                since = now
-            return replace(
-                state, visible_since=since, hold_ttl=_max(state.hold_ttl, ttl), last_error=None
-            )
-        case Switched(version):
-            if state.pending is None or version.number != state.pending.number:
-                return state
-            # Only a switch that waited out a hold proves that caches forgot
-            # the RRsets behind hold_ttl; an immediate one (key reuse) keeps it.
-            waited = state.visible_since is not None
+        case Observed(records, authoritative, _validated, ttl):
+            return _observed(state, records, authoritative, ttl, now)
+        case Proven(records):
+            floor = state.hold_floor
             return replace(
                 state,
-                served=version,
-                pending=None,
+                live=state.live | (records & state.published),
+                proving=frozenset(),
                 visible_since=None,
-                hold_ttl=None if waited else state.hold_ttl,
-                reload_due=policy.reload and state.served is not None,
-                published=state.published & (version.records | state.owned),
+                hold_ttl=None,
+                hold_floor=floor if floor is not None and now < floor else None,
+                audited_at=now,
                 last_error=None,
+                last_error_kind=None,
             )
+        case Switched(version):
+            return _switched(state, version, policy)
         case Reloaded():
-            return replace(state, reload_due=False, last_error=None)
+            return replace(state, reload_due=False, last_error=None, last_error_kind=None)
+        case Probed(endpoints):
+            return _probed(state, endpoints, now)
         case Retired(records):
             return replace(
                 state,
                 owned=state.owned - records,
                 published=state.published - records,
+                live=state.live - records,
+                previous=None,
+                lagging=(),
                 last_error=None,
+                last_error_kind=None,
+            )
+        case Audited(records, present, ttls):
+            return _audited(state, records, present, ttls, now, policy)
+        case Retimed(ttls):
+            longest = max(ttls.values(), default=0)
+            floor = now + longest
+            return replace(
+                state,
+                stale_ttl=(),
+                hold_floor=floor if state.hold_floor is None else max(state.hold_floor, floor),
+                last_error=None,
+                last_error_kind=None,
             )
         case Adopted(version):
             if state.served is not None:
@@ -327,7 +655,7 @@ def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State
             pending = state.pending
             if pending is not None and pending.number <= version.number:
                 pending = None
-            return replace(state, served=version, pending=pending, visible_since=None)
+            return replace(state, served=version, pending=pending)
         case Retargeted(served, pending):
             same = [
                 (a.number if a else None) == (b.number if b else None)
@@ -335,9 +663,9 @@ def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State
             ]
             if not all(same):
                 return state
-            return replace(state, served=served, pending=pending, visible_since=None)
-        case Failed(message):
-            return replace(state, last_error=message)
+            return replace(state, served=served, pending=pending)
+        case Failed(message, kind):
+            return replace(state, last_error=message, last_error_kind=kind)
     raise TypeError(f"unknown outcome {outcome!r}")
 
 
@@ -345,7 +673,100 @@ def _renewed(state: State, version: Version) -> State:
     known = [v.number for v in (state.served, state.pending) if v is not None]
     if known and version.number <= max(known):
         return state
-    return replace(state, pending=version, visible_since=None)
+    return replace(state, pending=version)
+
+
+def _claimed(
+    state: State, records: frozenset[Record], ttl: int | None, present: frozenset[Record]
+) -> State:
+    claimed = replace(state, owned=state.owned | records, hold_ttl=_max(state.hold_ttl, ttl))
+    if state.served is not None:
+        return claimed
+    # Before a first version is served: what was there already is what
+    # clients may have cached. Records of ours among it are live (they were
+    # there before this host did anything); the others are foreign.
+    wanted = state.wanted()
+    return replace(
+        claimed,
+        foreign=state.foreign | (present - wanted),
+        live=state.live | (present & wanted),
+    )
+
+
+def _observed(
+    state: State, records: frozenset[Record], authoritative: bool, ttl: int | None, now: float
+) -> State:
+    # A subset of what was visible has been visible since then too.
+    same = records <= state.proving and state.visible_since is not None
+    since = (state.visible_since if same else now) if authoritative else None
+    return replace(
+        state,
+        proving=records,
+        visible_since=since,
+        hold_ttl=_max(state.hold_ttl, ttl),
+        last_error=None,
+        last_error_kind=None,
+    )
+
+
+def _switched(state: State, version: Version, policy: Policy) -> State:
+    if state.pending is None or version.number != state.pending.number:
+        return state
+    after = replace(state, served=version, pending=None)
+    keep = after.wanted() | state.owned
+    live = state.live
+    placed = state.place(version.records)
+    if state.served is None and not {r.owner for r in state.foreign} & {r.owner for r in placed}:
+        # A first version where no client could have cached a record: a
+        # cache holds nothing for these names, or an RRset with its records.
+        live |= placed & state.published
+    return replace(
+        after,
+        previous=state.served,
+        reload_due=policy.reload and state.served is not None,
+        published=state.published & keep,
+        live=live & keep,
+        foreign=frozenset(),
+        lagging=(),
+        last_error=None,
+        last_error_kind=None,
+    )
+
+
+def _probed(state: State, endpoints: tuple[tuple[str, bool, str], ...], now: float) -> State:
+    before = {lag.endpoint: lag for lag in state.lagging}
+    lagging = tuple(
+        Lag(name, before[name].since if name in before else now, presents)
+        for name, ok, presents in endpoints
+        if not ok
+    )
+    return replace(state, lagging=lagging, last_error=None, last_error_kind=None)
+
+
+def _audited(
+    state: State,
+    records: frozenset[Record],
+    present: frozenset[Record],
+    ttls: Mapping[str, int],
+    now: float,
+    policy: Policy,
+) -> State:
+    missing = (records & state.published) - present
+    stale: tuple[tuple[str, int], ...] = ()
+    if policy.record_ttl is not None:
+        ours = {r.owner for r in state.owned & present}
+        stale = tuple(
+            sorted((o, t) for o, t in ttls.items() if o in ours and t != policy.record_ttl)
+        )
+    return replace(
+        state,
+        published=state.published - missing,
+        live=state.live - missing,
+        audited_at=now,
+        stale_ttl=stale,
+        last_error=None,
+        last_error_kind=None,
+    )
 
 
 def _max(a: int | None, b: int | None) -> int | None:
@@ -356,50 +777,31 @@ def _max(a: int | None, b: int | None) -> int | None:
     return max(a, b)
 
 
-def describe(state: State, now: float, policy: Policy) -> str:
-    """A one-line account of what the lineage waits for, without any I/O."""
-    action = decide(state, now, Seen(validated=True), policy)
+def explain(action: Action) -> tuple[str, str | None, float | None]:
+    """(human text, waiting_for, until) for what a check would do next."""
     match action:
         case Idle():
-            return "settled"
+            return "settled", None, None
+        case Resolve(owners):
+            return f"resolving {len(owners)} owner name(s)", None, None
         case Publish(records):
-            return f"publishing {len(records)} record(s)"
+            return f"publishing {len(records)} record(s)", None, None
+        case Observe(records):
+            return f"looking at {len(records)} new record(s) in DNS", None, None
+        case Prove(records):
+            return f"{len(records)} new record(s) are live", None, None
         case Reload():
-            return "reload command due"
+            return "reload command due", None, None
+        case Probe():
+            return "looking at the endpoints", None, None
         case Retire(records):
-            return f"retiring {len(records)} record(s)"
+            return f"retiring {len(records)} record(s)", None, None
+        case Retime(records, ttl):
+            return f"changing the TTL of {len(records)} record(s) to {ttl} s", None, None
+        case Audit(records):
+            return f"auditing {len(records)} record(s)", None, None
         case Switch(version):
-            return f"ready to switch to version {version.number}"
-        case Wait(reason, until):
-            return reason if until is None else f"{reason} (until {until:.0f})"
-    return type(action).__name__.lower()
-
-
-__all__ = [
-    "Action",
-    "Adopted",
-    "Retargeted",
-    "Claimed",
-    "Failed",
-    "Idle",
-    "Observe",
-    "Observed",
-    "Outcome",
-    "Policy",
-    "Publish",
-    "Published",
-    "Reload",
-    "Reloaded",
-    "Renewed",
-    "Retire",
-    "Retired",
-    "Seen",
-    "State",
-    "Switch",
-    "Switched",
-    "Version",
-    "Wait",
-    "advance",
-    "decide",
-    "describe",
-]
+            return f"ready to switch to version {version.number}", None, None
+        case Wait(reason, until, waiting_for):
+            return reason, waiting_for, until
+    return type(action).__name__.lower(), None, None

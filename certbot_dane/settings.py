@@ -5,19 +5,25 @@ credentials file, and fails with one line that names the problem and the fix.
 """
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
+from . import danedir, endpoints, issuers, tlsa
 from . import dns as stores
-from . import tlsa
 from .observe import parse_address
 from .state import Settings
 
 DEFAULT_HOLD_MARGIN = 60
 DEFAULT_EXEC_TIMEOUT = 60
+DEFAULT_ENDPOINT_TIMEOUT = 3600
+DEFAULT_AUDIT_INTERVAL = 900
 MAX_TTL = 2**31 - 1
+#: A Google Cloud project id (6 to 30 of a-z, 0-9 and -, from a letter), with
+#: the domain prefix that old projects of Google Workspace domains carry.
+_PROJECT_ID = re.compile(r"(?:[a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
 
 
 class SettingsError(ValueError):
@@ -64,6 +70,18 @@ def from_options(options: dict[str, Any], config: Any, name: str | None) -> Sett
         exec_timeout=_number(options.get("exec_timeout"), "--dane-exec-timeout", 1, 86400)
         or DEFAULT_EXEC_TIMEOUT,
         api_url=_url(options.get("api_url")),
+        endpoints=_endpoints(options.get("endpoints")),
+        endpoint_timeout=_default(
+            _number(options.get("endpoint_timeout"), "--dane-endpoint-timeout", 1, MAX_TTL),
+            DEFAULT_ENDPOINT_TIMEOUT,
+        ),
+        audit_interval=_default(
+            _number(options.get("audit_interval"), "--dane-audit-interval", 0, MAX_TTL),
+            DEFAULT_AUDIT_INTERVAL,
+        ),
+        issuers=_issuers(options.get("issuers"), targets),
+        group=_group(options.get("group")),
+        project=_project(options, config, params, store),
     )
     try:
         stores.open_store(settings, config.config_dir)
@@ -109,6 +127,32 @@ def _credentials(
             "path of the INI your DNS plugin uses"
         )
     return str(resolved)
+
+
+def _project(
+    options: dict[str, Any], config: Any, params: dict[str, Any], store: str
+) -> str | None:
+    """The cloud project: ``--dane-google-project``, else the authenticator's
+    (``--dns-google-project``, kept as ``dns_google_project``)."""
+    value, source = options.get("google_project"), "--dane-google-project"
+    key = stores.project_key(store)
+    if value and not key:
+        raise SettingsError(
+            f"--dane-google-project applies to --dane-dns google only, not to {store}; "
+            "remove it"
+        )
+    if not value and key:
+        value = getattr(config, key, None) or params.get(key)
+        source = f"{key} of the renewal configuration (--dns-google-project)"
+    if not value:
+        return None
+    text = str(value).strip()
+    if not _PROJECT_ID.fullmatch(text):
+        raise SettingsError(
+            f"{source}: {text!r} is not a Google Cloud project id (6 to 30 lower-case "
+            "letters, digits and hyphens, as shown by 'gcloud projects list')"
+        )
+    return text
 
 
 def _address(value: Any, option: str) -> str | None:
@@ -173,6 +217,46 @@ def _url(value: Any) -> str | None:
     if not text.startswith(("https://", "http://")):
         raise SettingsError(f"--dane-api-url: {value!r} is not an http(s) URL")
     return text
+
+
+def _default(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _endpoints(value: Any) -> str | None:
+    if not value:
+        return None
+    try:
+        parsed = endpoints.parse_endpoints(str(value))
+    except ValueError as err:
+        raise SettingsError(f"--dane-endpoints: {err}") from None
+    return endpoints.format_endpoints(parsed) or None
+
+
+def _issuers(value: Any, targets: tuple[tlsa.Target, ...]) -> str | None:
+    if not value:
+        return None
+    if not any(t.usage == 2 for t in targets):
+        raise SettingsError(
+            "--dane-issuers needs a usage 2 spec in --dane-tlsa (e.g. 311:25,211:25): the "
+            "bundle's records are 2 x x records"
+        )
+    path = Path(str(value)).expanduser().absolute()
+    try:
+        issuers.read_bundle(path)
+    except issuers.IssuerError as err:
+        raise SettingsError(str(err)) from None
+    return str(path)
+
+
+def _group(value: Any) -> str | None:
+    if not value:
+        return None
+    try:
+        danedir.group_id(str(value))
+    except danedir.DaneDirError as err:
+        raise SettingsError(str(err)) from None
+    return str(value)
 
 
 def _number(value: Any, option: str, low: int, high: int) -> int | None:

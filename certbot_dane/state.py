@@ -8,6 +8,7 @@ command line, never secrets: credentials are referenced by path only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import durable
-from .rollover import State, Version
+from .rollover import Lag, State, Version
 from .tlsa import Record
 
 FORMAT = 1
@@ -50,6 +51,13 @@ class Settings:
     exec_command: str | None = None
     exec_timeout: int = 60
     api_url: str | None = None
+    endpoints: str | None = None
+    endpoint_timeout: int = 3600
+    audit_interval: int = 900
+    issuers: str | None = None
+    group: str | None = None
+    #: the cloud project that holds the zones (the google store)
+    project: str | None = None
 
 
 @dataclass
@@ -73,6 +81,8 @@ class LineageFile:
     #: the version the links are being flipped to, saved before the flip, so
     #: links found on the pending version can be told from a hand-made change
     switching: int | None = None
+    #: SHA-256 of the issuer bundle the issuer records were computed from
+    issuers_digest: str | None = None
 
     def note(self, what: str, detail: str = "", now: float | None = None) -> None:
         self.timeline.append(Event(time.time() if now is None else now, what, detail))
@@ -126,16 +136,28 @@ def to_json(data: LineageFile) -> str:
         "rollover": {
             "served": _version_out(state.served),
             "pending": _version_out(state.pending),
+            "issuers": _records_out(state.issuers),
+            "aliases": dict(state.aliases),
             "owned": _records_out(state.owned),
             "published": _records_out(state.published),
+            "live": _records_out(state.live),
+            "proving": _records_out(state.proving),
+            "foreign": _records_out(state.foreign),
             "hold_ttl": state.hold_ttl,
+            "hold_floor": state.hold_floor,
             "visible_since": state.visible_since,
             "reload_due": state.reload_due,
+            "previous": _version_out(state.previous),
+            "lagging": [asdict(lag) for lag in state.lagging],
+            "audited_at": state.audited_at,
+            "stale_ttl": dict(state.stale_ttl),
             "last_error": state.last_error,
+            "last_error_kind": state.last_error_kind,
         },
         "timeline": [asdict(e) for e in data.timeline],
         "last_check": data.last_check,
         "switching": data.switching,
+        "issuers_digest": data.issuers_digest,
     }
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -146,25 +168,53 @@ def from_json(text: str) -> LineageFile:
         raise ValueError("not a JSON object")
     if doc.get("format") != FORMAT:
         raise ValueError(f"unknown state format {doc.get('format')!r}")
-    r = doc["rollover"]
-    state = State(
-        served=_version_in(r["served"]),
-        pending=_version_in(r["pending"]),
-        owned=_records_in(r["owned"]),
-        published=_records_in(r["published"]),
-        hold_ttl=r["hold_ttl"],
-        visible_since=r["visible_since"],
-        reload_due=bool(r["reload_due"]),
-        last_error=r["last_error"],
-    )
     return LineageFile(
         lineage=doc["lineage"],
         settings=Settings(**doc["settings"]),
-        rollover=state,
+        rollover=_state_in(doc["rollover"]),
         timeline=[Event(**e) for e in doc.get("timeline", [])],
         last_check=doc.get("last_check"),
         switching=doc.get("switching"),
+        issuers_digest=doc.get("issuers_digest"),
     )
+
+
+def _state_in(r: dict) -> State:
+    """The rollover state; files written before live records, aliases and the
+    endpoint gate existed read as they were meant: the served records live,
+    every owner its own place, the pending records proving since they became
+    visible."""
+    served = _version_in(r["served"])
+    pending = _version_in(r["pending"])
+    state = State(
+        served=served,
+        pending=pending,
+        issuers=_records_in(r.get("issuers", [])),
+        owned=_records_in(r["owned"]),
+        published=_records_in(r["published"]),
+        hold_ttl=r["hold_ttl"],
+        hold_floor=r.get("hold_floor"),
+        visible_since=r["visible_since"],
+        reload_due=bool(r["reload_due"]),
+        previous=_version_in(r.get("previous")),
+        lagging=tuple(Lag(**lag) for lag in r.get("lagging", [])),
+        audited_at=r.get("audited_at"),
+        stale_ttl=tuple(sorted((str(o), int(t)) for o, t in r.get("stale_ttl", {}).items())),
+        foreign=_records_in(r.get("foreign", [])),
+        last_error=r["last_error"],
+        last_error_kind=r.get("last_error_kind"),
+    )
+    if "aliases" in r:
+        aliases = tuple(sorted((str(o), str(t)) for o, t in r["aliases"].items()))
+    else:
+        aliases = tuple(sorted((o, o) for o in state.owners()))
+    state = dataclasses.replace(state, aliases=aliases)
+    if "live" in r:
+        live, proving = _records_in(r["live"]), _records_in(r.get("proving", []))
+    else:
+        live = state.place(served.records) if served else frozenset()
+        proving = state.place(pending.records) if pending and state.visible_since else frozenset()
+    return dataclasses.replace(state, live=live, proving=proving)
 
 
 # Files --------------------------------------------------------------------
@@ -242,8 +292,11 @@ def save(config_dir: str | Path, data: LineageFile) -> None:
 
 
 @contextlib.contextmanager
-def locked(config_dir: str | Path, lineage: str, timeout: float = 300.0) -> Iterator[None]:
-    """Hold the lineage's lock; concurrent runs wait (bounded) instead of interleaving."""
+def locked(config_dir: str | Path, lineage: str, timeout: float = 300.0) -> Iterator[int]:
+    """Hold the lineage's lock; concurrent runs wait (bounded) instead of interleaving.
+
+    Yields the lock file's descriptor, for :func:`stamp`.
+    """
     directory = state_dir(config_dir)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / f"{lineage}.lock"
@@ -263,6 +316,24 @@ def locked(config_dir: str | Path, lineage: str, timeout: float = 300.0) -> Iter
                         f"{timeout:.0f} s; wait for it to finish, then run the command again"
                     ) from None
                 time.sleep(0.1)
-        yield
+        yield fd
     finally:
         os.close(fd)
+
+
+def stamp(lock: int) -> None:
+    """Record that a check ran: the lock file's modification time.
+
+    A check that changes nothing writes no state (certbot runs one for every
+    lineage on every ``certbot renew``); touching the open lock file costs
+    no write and no sync, and tells status when the lineage was last checked.
+    """
+    os.utime(lock)
+
+
+def checked_at(config_dir: str | Path, lineage: str) -> float | None:
+    """When a check last ran for the lineage (see :func:`stamp`), or None."""
+    try:
+        return (state_dir(config_dir) / f"{lineage}.lock").stat().st_mtime
+    except FileNotFoundError:
+        return None

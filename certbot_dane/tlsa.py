@@ -183,6 +183,36 @@ def cert_names(cert: x509.Certificate) -> list[str]:
     return sorted({n.lower().rstrip(".") for n in names})
 
 
+def is_ca(cert: x509.Certificate) -> bool:
+    """Does the certificate say it is a CA (BasicConstraints CA true)?"""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def host_names(cert: x509.Certificate) -> list[str]:
+    """:func:`cert_names` that are host names (a CA's common name, such as
+    "R3" or "Pebble Intermediate CA 2d7a", is not)."""
+    return [n for n in cert_names(cert) if _HOST_NAME.fullmatch(n)]
+
+
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)+")
+
+
+def records_for_subject(
+    targets: Iterable[Target], subject: x509.Certificate, names: Iterable[str]
+) -> frozenset[Record]:
+    """The records that hash ``subject`` itself for every target, usage 2 and 3 alike,
+    at the owner names of ``names`` (or of a target's own host)."""
+    hosts = list(names)
+    return frozenset(
+        Record(owner, t.usage, t.selector, t.mtype, association(subject, t.selector, t.mtype))
+        for t in targets
+        for owner in t.owners(hosts)
+    )
+
+
 def records_for(
     targets: Iterable[Target], leaf: x509.Certificate, issuer: x509.Certificate | None
 ) -> frozenset[Record]:

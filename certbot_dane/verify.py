@@ -27,7 +27,7 @@ from .tlsa import load_pem_chain
 CONNECT_TIMEOUT = 10.0
 #: ``_ssl.ENCODING_DER``: the format argument of the private chain objects.
 _ENCODING_DER = 2
-STARTTLS_PROTOCOLS = ("smtp",)
+STARTTLS_PROTOCOLS = ("smtp", "imap", "pop3", "xmpp")
 
 
 class EndpointError(Exception):
@@ -111,6 +111,87 @@ def _smtp_starttls(sock: socket.socket, where: str) -> None:
         reader.close()
 
 
+def _line(reader: BinaryIO, where: str, protocol: str) -> str:
+    raw = reader.readline(4096)
+    if not raw:
+        raise EndpointError(f"{where} closed the connection during the {protocol} dialogue")
+    return raw.decode("ascii", "replace").rstrip("\r\n")
+
+
+def _imap_starttls(sock: socket.socket, where: str) -> None:
+    """Greeting, ``a1 STARTTLS`` (RFC 9051 section 6.2.1)."""
+    reader = sock.makefile("rb", buffering=0)
+    try:
+        greeting = _line(reader, where, "IMAP")
+        if not greeting.startswith("* OK"):
+            raise EndpointError(f"{where} does not greet like an IMAP server ({greeting[:40]!r})")
+        sock.sendall(b"a1 STARTTLS\r\n")
+        while True:
+            line = _line(reader, where, "IMAP")
+            if line.startswith("a1 "):
+                break
+        if not line.upper().startswith("A1 OK"):
+            raise EndpointError(f"{where} refused STARTTLS: {line[3:60]!r}")
+    finally:
+        reader.close()
+
+
+def _pop3_starttls(sock: socket.socket, where: str) -> None:
+    """Greeting, ``STLS`` (RFC 2595 section 4)."""
+    reader = sock.makefile("rb", buffering=0)
+    try:
+        greeting = _line(reader, where, "POP3")
+        if not greeting.startswith("+OK"):
+            raise EndpointError(f"{where} does not greet like a POP3 server ({greeting[:40]!r})")
+        sock.sendall(b"STLS\r\n")
+        answer = _line(reader, where, "POP3")
+        if not answer.startswith("+OK"):
+            raise EndpointError(f"{where} refused STLS: {answer[:60]!r}")
+    finally:
+        reader.close()
+
+
+def _xmpp_starttls(sock: socket.socket, where: str, domain: str | None) -> None:
+    """Stream header, ``<starttls/>``, ``<proceed/>`` (RFC 6120 section 5.4)."""
+    to = f" to='{domain}'" if domain else ""
+    sock.sendall(
+        (
+            f"<?xml version='1.0'?><stream:stream{to} version='1.0' xmlns='jabber:client' "
+            "xmlns:stream='http://etherx.jabber.org/streams'>"
+        ).encode()
+    )
+    received = b""
+    while b"</stream:features>" not in received:
+        chunk = sock.recv(4096)
+        if not chunk or len(received) > 65536:
+            raise EndpointError(f"{where} sent no XMPP stream features")
+        received += chunk
+    if b"urn:ietf:params:xml:ns:xmpp-tls" not in received:
+        raise EndpointError(f"{where} does not offer STARTTLS")
+    sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    answer = b""
+    while b">" not in answer:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise EndpointError(f"{where} closed the connection during the XMPP dialogue")
+        answer += chunk
+    if b"proceed" not in answer:
+        raise EndpointError(f"{where} refused STARTTLS ({answer[:60]!r})")
+
+
+def _starttls(sock: socket.socket, where: str, protocol: str, domain: str | None) -> None:
+    if protocol == "smtp":
+        _smtp_starttls(sock, where)
+    elif protocol == "imap":
+        _imap_starttls(sock, where)
+    elif protocol == "pop3":
+        _pop3_starttls(sock, where)
+    elif protocol == "xmpp":
+        _xmpp_starttls(sock, where, domain)
+    else:
+        raise EndpointError(f"STARTTLS for {protocol!r} is not supported")
+
+
 def _peer_chain(tls: ssl.SSLSocket) -> list[x509.Certificate]:
     """The chain as sent by the server, leaf first.
 
@@ -149,8 +230,8 @@ def fetch_chain(
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        if starttls == "smtp":
-            _smtp_starttls(sock, where)
+        if starttls:
+            _starttls(sock, where, starttls, server_name)
         with context.wrap_socket(sock, server_hostname=server_name) as tls:
             return _peer_chain(tls)
     except (OSError, ssl.SSLError, ValueError) as err:

@@ -5,7 +5,9 @@ zone kept by hand, a second provider, a migration) and to compare what DNS
 holds with what a certificate needs. Sources, in the spirit of alnitak's
 ``print``: a managed lineage (its served and pending versions, as the state
 remembers them), a certificate file, ``UST:FILE`` or ``UST:PORT:FILE``, and
-every archive version of a certbot lineage.
+every archive version of a certbot lineage. A file may start with the leaf
+(``cert.pem``, ``fullchain.pem``) or with a CA certificate (``chain.pem``),
+which is then the certificate the records hash.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from . import state, tlsa
 
@@ -38,7 +42,7 @@ class Group:
     records: frozenset[tlsa.Record]
 
 
-def _load(path: Path) -> list[Any]:
+def _load(path: Path) -> list[x509.Certificate]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -58,25 +62,30 @@ def _load(path: Path) -> list[Any]:
         ) from None
 
 
-def _sibling_chain(path: Path) -> Path | None:
-    """certbot's ``cert.pem``/``certN.pem`` has its issuer in ``chain.pem``/``chainN.pem``."""
-    match = re.match(r"^cert(\d*)\.pem$", path.name)
+def _sibling(path: Path, kind: str, other: str) -> Path | None:
+    """certbot keeps ``cert.pem`` and ``chain.pem`` (``certN.pem``, ``chainN.pem``)
+    side by side: the file of kind ``other`` next to ``path`` of kind ``kind``."""
+    match = re.match(rf"^{kind}(\d*)\.pem$", path.name)
     if not match:
         return None
-    sibling = path.with_name(f"chain{match.group(1)}.pem")
+    sibling = path.with_name(f"{other}{match.group(1)}.pem")
     return sibling if sibling.is_file() else None
 
 
 def file_records(path: Path, targets: tuple[tlsa.Target, ...]) -> frozenset[tlsa.Record]:
-    """Records for a PEM file that starts with the leaf.
+    """Records for a PEM file: a leaf first (cert.pem, fullchain.pem) or a CA (chain.pem).
 
-    The issuer (for usage 2) is the next certificate in the file, else the
-    first one of the ``chain`` file next to a certbot ``cert`` file.
+    For a leaf, usage 3 hashes the leaf and usage 2 its issuer: the next
+    certificate in the file, else the first one of the ``chain`` file next to
+    a certbot ``cert`` file. A file that starts with a CA certificate is
+    what an operator hands over to publish that CA: every usage hashes it.
     """
     chain = _load(path)
+    if tlsa.is_ca(chain[0]):
+        return _ca_records(path, chain[0], targets)
     issuer = chain[1] if len(chain) > 1 else None
     if issuer is None and any(t.usage == 2 for t in targets):
-        sibling = _sibling_chain(path)
+        sibling = _sibling(path, "cert", "chain")
         if sibling is not None:
             issuer = _load(sibling)[0]
     try:
@@ -89,6 +98,37 @@ def file_records(path: Path, targets: tuple[tlsa.Target, ...]) -> frozenset[tlsa
     if not records:
         raise PrintError(f"{path}: the certificate has no DNS name to publish TLSA records for")
     return records
+
+
+def _ca_records(
+    path: Path, ca: x509.Certificate, targets: tuple[tlsa.Target, ...]
+) -> frozenset[tlsa.Record]:
+    """Records that hash a CA certificate, as ldns-dane, danetool and hash-slinger do.
+
+    A CA names no host of its own (an intermediate's common name is "R3"):
+    the owner names come from a spec's ``@HOST``, else the leaf of the
+    ``cert`` file next to a certbot ``chain`` file, else the CA's own DNS
+    names (a self-signed server certificate made with ``CA:TRUE``).
+    """
+    names = _sibling_leaf_names(path) or tlsa.host_names(ca)
+    nameless = [t for t in targets if not t.owners(names)]
+    if nameless:
+        spec = nameless[0].spec()
+        raise PrintError(
+            f"{path}: its first certificate is a CA certificate, which names no host for "
+            f"{spec}: name one with --tlsa {spec}@HOST and the bare file, or print the "
+            "chain.pem beside the lineage's cert.pem"
+        )
+    return tlsa.records_for_subject(targets, ca, names)
+
+
+def _sibling_leaf_names(path: Path) -> list[str]:
+    """The DNS names of the leaf in ``cert.pem`` next to ``chain.pem``, if any."""
+    sibling = _sibling(path, "chain", "cert")
+    if sibling is None:
+        return []
+    leaf = _load(sibling)[0]
+    return [] if tlsa.is_ca(leaf) else tlsa.cert_names(leaf)
 
 
 def parse_item(text: str) -> tuple[tuple[tlsa.Target, ...] | None, Path]:

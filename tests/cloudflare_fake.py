@@ -5,9 +5,16 @@ It serves ``GET /zones?name=``, list, create and delete of
 (applied together or not at all), with Cloudflare's envelope (``success``,
 ``errors: [{code, message}]``, ``result``, ``result_info``), checks the
 ``Authorization: Bearer`` or ``X-Auth-Email`` + ``X-Auth-Key`` headers, and
-validates TLSA ``data`` as Cloudflare does. ``max_per_page`` caps page sizes
+validates TLSA ``data`` as Cloudflare does. Credentials are refused with
+Cloudflare's documented codes: 6003 with 6111, 6102 or 6103 in its
+``error_chain`` for a header of the wrong form, 9109 for an unknown token,
+9103 for an unknown email or Global API Key. A token may be limited to some
+zones (``token_zones``: the zone listing shows no other, their records answer
+403 with code 10000) and to less than Zone:DNS:Edit (``token_dns="read"``:
+writes answer 403 with code 10000; ``None``: reads do too, as for a token
+with Zone:Zone:Read only). ``max_per_page`` caps page sizes
 (small in tests, so that pagination is exercised), ``fail()`` makes the next
-requests answer 429, 500 or a body that is not JSON, and ``requests`` keeps
+requests answer 429, 500, 401 or 403 (code 10000) or a body that is not JSON, and ``requests`` keeps
 every request for assertions. It binds to 127.0.0.1 only.
 """
 from __future__ import annotations
@@ -26,6 +33,9 @@ from certbot_dane.tlsa import Record
 
 BASE_PATH = "/client/v4"
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
+#: What Cloudflare accepts as the form of a token and of a Global API Key.
+_TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]+")
+_GLOBAL_KEY_FORM = re.compile(r"[0-9a-f]{37}")
 
 
 @dataclass
@@ -41,7 +51,7 @@ class Seen:
 
 @dataclass
 class _Fault:
-    kind: str  # "429", "500" or "badjson"
+    kind: str  # "429", "500", "401", "403" or "badjson"
     remaining: int | None  # None: forever
     retry_after: str | None = None
 
@@ -71,6 +81,10 @@ class FakeCloudflare:
     email: str | None = None
     api_key: str | None = None
     max_per_page: int = 2
+    #: the zones the token has a permission on (None: all of the account's)
+    token_zones: tuple[str, ...] | None = None
+    #: the token's DNS permission on those zones: "edit", "read" or None
+    token_dns: str | None = "edit"
     #: whether POST /zones/{id}/dns_records/batch exists, and its change limit
     batch: bool = True
     max_batch: int = 200
@@ -136,8 +150,8 @@ class FakeCloudflare:
         return zone_id
 
     def fail(self, kind: str, count: int | None = 1, retry_after: str | None = "1") -> None:
-        """The next ``count`` requests (None: all) answer 429, 500 or invalid JSON."""
-        assert kind in ("429", "500", "badjson"), kind
+        """The next ``count`` requests (None: all) answer 429, 500, 401 or 403 or invalid JSON."""
+        assert kind in ("429", "500", "401", "403", "badjson"), kind
         with self._lock:
             self._faults.append(_Fault(kind, count, retry_after))
 
@@ -185,8 +199,8 @@ class FakeCloudflare:
             return
         try:
             with self._lock:
-                self._authenticate(seen.headers)
-                status, doc = 200, self._route(method, url.path, query, body)
+                token = self._authenticate(seen.headers)
+                status, doc = 200, self._route(method, url.path, query, body, token)
         except _Reply as reply:
             status, doc = reply.status, reply.doc
         self._send(handler, status, json.dumps(doc).encode())
@@ -208,6 +222,10 @@ class FakeCloudflare:
                    "consider throttling your request speed"}], "messages": [], "result": None}
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             self._send(handler, 429, json.dumps(doc).encode(), headers)
+        elif fault.kind in ("401", "403"):
+            doc = {"success": False, "errors": [{"code": 10000, "message": "Authentication "
+                   "error"}], "messages": [], "result": None}
+            self._send(handler, int(fault.kind), json.dumps(doc).encode())
         elif fault.kind == "500":
             doc = {"success": False, "errors": [{"code": 10001, "message": "Internal error"}],
                    "messages": [], "result": None}
@@ -231,33 +249,56 @@ class FakeCloudflare:
         handler.end_headers()
         handler.wfile.write(payload)
 
-    def _authenticate(self, headers: dict[str, str]) -> None:
+    def _authenticate(self, headers: dict[str, str]) -> bool:
+        """Check the credentials as Cloudflare does; True for a token, False for a key."""
         lower = {k.lower(): v for k, v in headers.items()}
         auth = lower.get("authorization")
         if auth is not None:
-            if self.token and auth == f"Bearer {self.token}":
-                return
+            scheme, _, token = auth.partition(" ")
+            if scheme != "Bearer" or not _TOKEN_FORM.fullmatch(token):
+                raise _bad_header(6111, "Invalid format for Authorization header")
+            if self.token and token == self.token:
+                return True
             raise _error(403, 9109, "Invalid access token")
         if "x-auth-email" in lower or "x-auth-key" in lower:
+            if "@" not in lower.get("x-auth-email", ""):
+                raise _bad_header(6102, "Invalid format for X-Auth-Email header")
+            if not _GLOBAL_KEY_FORM.fullmatch(lower.get("x-auth-key", "")):
+                raise _bad_header(6103, "Invalid format for X-Auth-Key header")
             if (self.email and self.api_key and lower.get("x-auth-email") == self.email
                     and lower.get("x-auth-key") == self.api_key):
-                return
+                return False
             raise _error(403, 9103, "Unknown X-Auth-Key or X-Auth-Email")
-        raise _error(400, 10000, "Authentication error")
+        raise _error(400, 9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers")
+
+    def _visible(self, zone_name: str, token: bool) -> bool:
+        return not token or self.token_zones is None or zone_name in self.token_zones
+
+    def _permit(self, zone_id: str, method: str, token: bool) -> None:
+        """A token answers 403 for a zone it has no permission on, and for a write
+        without Zone:DNS:Edit; Cloudflare words both as code 10000."""
+        zone_name = next(n for n, i in self.zone_ids.items() if i == zone_id)
+        needs = "read" if method == "GET" else "edit"
+        allowed = {"edit": ("read", "edit"), "read": ("read",)}.get(self.token_dns or "", ())
+        if token and (not self._visible(zone_name, token) or needs not in allowed):
+            raise _error(403, 10000, "Authentication error")
 
     # Routes ---------------------------------------------------------------
 
-    def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> dict[str, Any]:
+    def _route(
+        self, method: str, path: str, query: dict[str, str], body: Any, token: bool
+    ) -> dict[str, Any]:
         if not path.startswith(BASE_PATH + "/"):
             raise _error(404, 7000, "No route for that URI")
         parts = path[len(BASE_PATH) + 1:].split("/")
         if parts == ["zones"] and method == "GET":
-            return self._list_zones(query)
+            return self._list_zones(query, token)
         if len(parts) >= 3 and parts[0] == "zones" and parts[2] == "dns_records":
             zone_id = parts[1]
             if zone_id not in self.records:
                 raise _error(404, 7003, f"Could not route to {path}, perhaps your object "
                              "identifier is invalid?")
+            self._permit(zone_id, method, token)
             if len(parts) == 3 and method == "GET":
                 return self._list_records(zone_id, query)
             if len(parts) == 3 and method == "POST":
@@ -272,10 +313,13 @@ class FakeCloudflare:
                 return _ok(self._patch(zone_id, parts[3], body))
         raise _error(405, 10405, f"Method {method} not allowed for this route")
 
-    def _list_zones(self, query: dict[str, str]) -> dict[str, Any]:
+    def _list_zones(self, query: dict[str, str], token: bool) -> dict[str, Any]:
+        """The zones the credentials may see: a token scoped to some zones lists
+        only those (an empty list, not an error, for any other name)."""
         name = query.get("name", "").lower()
         zones = [{"id": zid, "name": zname, "status": "active"}
-                 for zname, zid in self.zone_ids.items() if not name or zname == name]
+                 for zname, zid in self.zone_ids.items()
+                 if (not name or zname == name) and self._visible(zname, token)]
         return self._paged(zones, query)
 
     def _list_records(self, zone_id: str, query: dict[str, str]) -> dict[str, Any]:
@@ -361,6 +405,13 @@ class FakeCloudflare:
         if self.records[zone_id].pop(record_id, None) is None:
             raise _error(404, 81044, "Record does not exist.")
         return _ok({"id": record_id})
+
+
+def _bad_header(code: int, message: str) -> _Reply:
+    """Cloudflare's answer to a credentials header of the wrong form."""
+    return _Reply(400, {"success": False, "messages": [], "result": None, "errors": [
+        {"code": 6003, "message": "Invalid request headers",
+         "error_chain": [{"code": code, "message": message}]}]})
 
 
 def _ok(result: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from certbot_dane.dns.base import RecordStore, RRsetView, StoreError
-from certbot_dane.observe import Observation, ObserveError
+from certbot_dane.observe import Alias, AuditView, Observation, ObserveError
 from certbot_dane.tlsa import Record
 
 _T = TypeVar("_T")
@@ -113,8 +113,28 @@ class FakeObserver:
     def prior_ttl_many(self, groups: Sequence[Iterable[str]]) -> list[int | ObserveError]:
         return [_attempt(self.prior_ttl, group) for group in groups]
 
-    def observe_many(self, groups: Sequence[Iterable[Record]]) -> list[Observation | ObserveError]:
+    def observe_many(
+        self, groups: Sequence[Iterable[Record]], names: object = None
+    ) -> list[Observation | ObserveError]:
         return [_attempt(self.observe, group) for group in groups]
+
+    def aliases_many(self, owners: Iterable[str]) -> dict[str, Alias | ObserveError]:
+        """No aliases in the fake DNS: every owner is its own place."""
+        try:
+            self._check()
+        except ObserveError as err:
+            return {o: err for o in owners}
+        return {o: Alias(o) for o in owners}
+
+    def audit(self, records: Iterable[Record]) -> AuditView:
+        self._check()
+        wanted = set(records)
+        present = frozenset(wanted & self.dns.records())
+        ttls = {r.owner: self.dns.ttls[r.owner] for r in present}
+        return AuditView(present, ttls)
+
+    def audit_many(self, groups: Sequence[Iterable[Record]]) -> list[AuditView | ObserveError]:
+        return [_attempt(self.audit, group) for group in groups]
 
 
 def _attempt(operation: Callable[[Any], _T], argument: object) -> _T | ObserveError:

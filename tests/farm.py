@@ -45,7 +45,7 @@ class Farm:
             record_ttl=60,
         )
 
-    def engine(self) -> Engine:
+    def engine(self, audit: bool = False) -> Engine:
         def observer(_settings: Settings) -> FakeObserver:
             obs = self.observer_class(self.dns)
             with self._lock:
@@ -64,6 +64,7 @@ class Farm:
             store_factory=store,
             observer_factory=observer,  # type: ignore[arg-type]
             lock_timeout=5,
+            audit=audit,
         )
 
     def install_all(self) -> None:

@@ -266,3 +266,51 @@ class StrictRoute53:
     def get_change(self, **kwargs: Any) -> Any:
         self.calls["get_change"] += 1
         return self._maybe_pending(self.inner.get_change(**kwargs))
+
+
+def action_of(method: str, path: str) -> str:
+    """The Route 53 API action (= IAM action) a request of the store is."""
+    path = path.partition("?")[0].rstrip("/")
+    if path.endswith("/hostedzone"):
+        return "ListHostedZones"
+    if path.endswith("/rrset"):
+        return "ListResourceRecordSets" if method == "GET" else "ChangeResourceRecordSets"
+    if "/change/" in path:
+        return "GetChange"
+    return "unknown"
+
+
+Answer = tuple[int, bytes]
+
+
+def one_zone(answers: dict[str, Answer | list[Answer]]) -> Handler:
+    """A Route 53 with one zone ``dane.test.`` (id ZFAKE) and no TLSA records,
+    where a change is PENDING until a GetChange says INSYNC. ``answers``
+    replaces the answer to an action (see :func:`action_of`): one answer for
+    every request, or a list used up one request at a time (its last answer
+    then stays)."""
+    normal: dict[str, Answer] = {
+        "ListHostedZones": (200, zones_xml(("ZFAKE", "dane.test.", False))),
+        "ListResourceRecordSets": (200, rrsets_xml()),
+        "ChangeResourceRecordSets": (200, change_xml("PENDING")),
+        "GetChange": (200, change_xml("INSYNC")),
+    }
+
+    def handle(method: str, path: str, query: dict[str, str]) -> Answer:
+        action = action_of(method, path)
+        answer = answers.get(action, normal.get(action))
+        if isinstance(answer, list):
+            return answer.pop(0) if len(answer) > 1 else answer[0]
+        return answer or (500, error_xml("InternalFailure", "unexpected request"))
+
+    return handle
+
+
+def denied_xml(action: str, resource: str) -> bytes:
+    """AccessDenied as AWS words it for an identity-based policy that lacks ``action``."""
+    return error_xml(
+        "AccessDenied",
+        "User: arn:aws:iam::123456789012:user/certbot is not authorized to "
+        f"perform: route53:{action} on resource: {resource} because no identity-based "
+        f"policy allows the route53:{action} action",
+    )

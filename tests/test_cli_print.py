@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from certbot_dane.tlsa import load_pem_chain
 from tests.certs import TinyCA, new_key, pem
 from tests.cli_support import CliDeployment, host_for, one_error_line, run, spki_sha256
+from tests.lab import pki
 from tests.lab.lab import Lab
 
 
@@ -38,6 +39,11 @@ def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def der_sha256(path: Path, index: int = 0) -> str:
     cert = load_pem_chain(path.read_bytes())[index]
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def der_sha512(path: Path) -> str:
+    cert = load_pem_chain(path.read_bytes())[0]
+    return hashlib.sha512(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def openssl_spki_sha256(path: Path) -> str:
@@ -109,6 +115,104 @@ def test_json(files: Path) -> None:
     assert items[0]["line"] == records(cli(files, str(files / "cert.pem")).stdout)[0]
 
 
+def ldns_dane(chain: Path, host: str, ust: str) -> str:
+    """The record ldns-dane computes for the first certificate of ``chain``.
+
+    ``-n``: the file is a CA certificate, whose name is not ``host``; ``-o 0``:
+    the last certificate of the path it builds from the file, which is the
+    first when the file holds one CA certificate.
+    """
+    done = subprocess.run(
+        ["ldns-dane", "-n", "-o", "0", "-c", str(chain), "create", host, "25", *ust],
+        capture_output=True, text=True, check=True,
+    )
+    return " ".join(done.stdout.split())
+
+
+@pytest.mark.parametrize("ust", ["200", "201", "202", "210", "211", "212"])
+def test_chain_file_hashes_the_ca_itself_as_ldns_dane_does(files: Path, ust: str) -> None:
+    done = cli(files, f"{ust}:{files / 'chain.pem'}")
+    assert done.returncode == 0, done.stderr
+    # The owner names are those of the cert.pem beside chain.pem.
+    assert records(done.stdout) == [
+        ldns_dane(files / "chain.pem", host, ust)
+        for host in ("mx.example.org", "smtp.example.org")
+    ]
+
+
+def test_chain_file_record_is_the_issuer_record_of_fullchain(files: Path) -> None:
+    """chain.pem, fullchain.pem and cert.pem (chain.pem beside) give one usage 2 record."""
+    outputs = [
+        records(cli(files, f"211:{files / name}").stdout)
+        for name in ("chain.pem", "fullchain.pem", "cert.pem")
+    ]
+    assert outputs[0] == outputs[1] == outputs[2]
+    digest = openssl_spki_sha256(files / "chain.pem")
+    assert outputs[0][0] == f"_25._tcp.mx.example.org. 3600 IN TLSA 2 1 1 {digest}"
+
+
+def test_usage_3_on_a_ca_certificate_hashes_it(files: Path) -> None:
+    done = cli(files, f"311:{files / 'chain.pem'}")
+    assert done.returncode == 0, done.stderr
+    digest = openssl_spki_sha256(files / "chain.pem")
+    assert records(done.stdout) == [
+        f"_25._tcp.mx.example.org. 3600 IN TLSA 3 1 1 {digest}",
+        f"_25._tcp.smtp.example.org. 3600 IN TLSA 3 1 1 {digest}",
+    ]
+    assert done.stderr == ""
+
+
+def test_ca_certificate_alone_needs_a_host(files: Path) -> None:
+    (files / "alone").mkdir()
+    ca = files / "alone" / "chain.pem"
+    ca.write_bytes((files / "chain.pem").read_bytes())
+    done = cli(files, f"211:{ca}")
+    assert done.returncode == 2
+    line = one_error_line(done)
+    assert f"{ca}: its first certificate is a CA certificate, which names no host for 211:25" in (
+        line
+    )
+    assert "name one with --tlsa 211:25@HOST and the bare file" in line
+    assert done.stdout == ""
+    done = cli(files, "--tlsa", "211:25@mx.example.org", str(ca))
+    assert done.returncode == 0, done.stderr
+    digest = openssl_spki_sha256(ca)
+    assert records(done.stdout) == [f"_25._tcp.mx.example.org. 3600 IN TLSA 2 1 1 {digest}"]
+
+
+def test_pki_ca_with_key_usage(tmp_path: Path) -> None:
+    """The lab's CA (KeyUsage, SubjectKeyIdentifier, path length 0), by a host in the spec."""
+    _, ca = pki.make_ca("print test CA")
+    path = tmp_path / "ca.pem"
+    path.write_bytes(pki.cert_pem(ca))
+    done = cli(tmp_path, "--tlsa", "211:443@www.example.org,302:25@mx.example.org", str(path))
+    assert done.returncode == 0, done.stderr
+    assert records(done.stdout) == [
+        f"_25._tcp.mx.example.org. 3600 IN TLSA 3 0 2 {der_sha512(path)}",
+        f"_443._tcp.www.example.org. 3600 IN TLSA 2 1 1 {openssl_spki_sha256(path)}",
+    ]
+
+
+def test_self_signed_ca_true_server_certificate(tmp_path: Path) -> None:
+    """``openssl req -x509`` marks its certificate CA:TRUE: it names its own hosts."""
+    path = tmp_path / "selfsigned.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(tmp_path / "key.pem"), "-out", str(path), "-days", "2",
+         "-subj", "/CN=mx.example.org", "-addext", "subjectAltName=DNS:mx.example.org",
+         "-addext", "basicConstraints=critical,CA:TRUE"],
+        capture_output=True, check=True,
+    )
+    done = cli(tmp_path, "--tlsa", "211:25,311:25", str(path))
+    assert done.returncode == 0, done.stderr
+    digest = openssl_spki_sha256(path)
+    assert records(done.stdout) == [
+        f"_25._tcp.mx.example.org. 3600 IN TLSA 2 1 1 {digest}",
+        f"_25._tcp.mx.example.org. 3600 IN TLSA 3 1 1 {digest}",
+    ]
+    assert ldns_dane(path, "mx.example.org", "211").endswith(f"2 1 1 {digest}")
+
+
 @pytest.mark.parametrize(
     ("item", "message"),
     [
@@ -165,3 +269,19 @@ def test_managed_lineage_and_all_versions(
     unknown = dep.cli("print", "--cert-name", "nope.dane.test")
     assert unknown.returncode == 2
     assert "'nope.dane.test' is not managed" in one_error_line(unknown)
+
+
+@pytest.mark.lab
+def test_chain_pem_of_a_lineage_from_the_acme_ca(
+    lab: Lab, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The documented case: live/NAME/chain.pem, Pebble's intermediate, for usage 2."""
+    dep = CliDeployment(lab, tmp_path, host_for(request, "prt"))
+    dep.issue()
+    live = dep.config / "live" / dep.host
+    chain, full = (dep.cli("print", f"211:{live / n}") for n in ("chain.pem", "fullchain.pem"))
+    assert chain.returncode == 0, chain.stderr
+    digest = openssl_spki_sha256(live / "chain.pem")
+    assert records(chain.stdout) == [f"{dep.owner} 3600 IN TLSA 2 1 1 {digest}"]
+    assert records(full.stdout) == records(chain.stdout)
+    assert ldns_dane(live / "chain.pem", dep.host, "211").endswith(f"2 1 1 {digest}")

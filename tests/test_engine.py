@@ -142,6 +142,7 @@ def test_dns_down_keeps_links_and_reports(env: Env) -> None:
 
 def test_key_reuse_switches_at_once(env: Env) -> None:
     env.engine().install(NAME, env.settings)
+    env.observers.clear()
     env.lineage.renew(reuse_key=True)
     result = env.engine().check(NAME)
     assert result.settled

@@ -6,6 +6,7 @@ never asserted here.
 """
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from certbot_dane import state
 from certbot_dane.dns import StoreError
-from certbot_dane.engine import LAST_CHECK_REFRESH, EngineError, Result
+from certbot_dane.engine import EngineError, Result
 from certbot_dane.tlsa import Record
 from tests.fakes import FakeObserver, FakeStore
 from tests.farm import Farm
@@ -77,30 +78,54 @@ def test_install_with_the_same_settings_writes_nothing(farm: Farm, saves: list[s
     assert data is not None and data.settings.hold_margin == 20
 
 
-def test_last_check_is_written_once_per_refresh_interval(farm: Farm, saves: list[str]) -> None:
+def _age_stamps(farm: Farm) -> None:
+    for name in farm.names:
+        os.utime(state.state_dir(farm.config) / f"{name}.lock", (1000, 1000))
+
+
+def test_a_check_that_changes_nothing_stamps_its_time_without_a_write(
+    farm: Farm, saves: list[str]
+) -> None:
     farm.install_all()
     saves.clear()
-    farm.now += LAST_CHECK_REFRESH - 1
-    farm.engine().check_many(farm.names)
-    assert saves == []
-    farm.now += 2
-    farm.engine().check_many(farm.names)
-    assert sorted(saves) == sorted(farm.names)
-    for name in farm.names:
-        data = state.load(farm.config, name)
-        assert data is not None and data.last_check == farm.now
-    saves.clear()
+    _age_stamps(farm)
     farm.now += 60
     farm.engine().check_many(farm.names)
     assert saves == []
+    for name in farm.names:
+        checked = state.checked_at(farm.config, name)
+        assert checked is not None and checked > 1000
 
 
-def test_a_clock_set_back_refreshes_last_check(farm: Farm, saves: list[str]) -> None:
+def test_a_single_check_stamps_its_lineage_only(farm: Farm, saves: list[str]) -> None:
     farm.install_all()
     saves.clear()
-    farm.now -= 10
+    _age_stamps(farm)
     farm.engine().check(farm.names[0])
-    assert saves == [farm.names[0]]
+    assert saves == []
+    stamps = {name: state.checked_at(farm.config, name) for name in farm.names}
+    assert stamps[farm.names[0]] > 1000  # type: ignore[operator]
+    assert all(stamps[name] == 1000 for name in farm.names[1:])
+
+
+def test_an_audit_asks_once_for_every_lineage(
+    farm: Farm, saves: list[str], counted: list[tuple[str, int]]
+) -> None:
+    """The timer's check audits settled lineages at their interval: one batched audit."""
+    farm.install_all()
+    farm.reset()
+    counted.clear()
+    saves.clear()
+    farm.now += farm.settings().audit_interval
+    results = farm.engine(audit=True).check_many(farm.names)
+    assert all(isinstance(r, Result) and r.settled for r in results.values())
+    assert counted == [("audit_many", len(farm.names))]
+    assert sorted(saves) == sorted(farm.names)  # when each was audited
+    counted.clear()
+    saves.clear()
+    farm.now += 60
+    farm.engine(audit=True).check_many(farm.names)
+    assert counted == [] and saves == []
 
 
 def test_pending_checks_write_only_what_changed(farm: Farm, saves: list[str]) -> None:
@@ -152,9 +177,13 @@ class CountingObserver(FakeObserver):
         self.calls.append(("prior_ttl_many", len(groups)))
         return super().prior_ttl_many(groups)
 
-    def observe_many(self, groups):  # type: ignore[no-untyped-def]
+    def observe_many(self, groups, names=None):  # type: ignore[no-untyped-def]
         self.calls.append(("observe_many", len(groups)))
-        return super().observe_many(groups)
+        return super().observe_many(groups, names)
+
+    def audit_many(self, groups):  # type: ignore[no-untyped-def]
+        self.calls.append(("audit_many", len(groups)))
+        return super().audit_many(groups)
 
 
 class CountingStore(FakeStore):

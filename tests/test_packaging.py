@@ -323,7 +323,7 @@ from pathlib import Path
 import certbot_dane
 from certbot_dane import tlsa
 
-OPTIONAL = {"boto3", "botocore"}  # extras_require, imported by their store only
+OPTIONAL = {"boto3", "botocore", "google", "ovh"}  # extras_require, imported by their store only
 failed = []
 for module in pkgutil.walk_packages(certbot_dane.__path__, "certbot_dane."):
     try:

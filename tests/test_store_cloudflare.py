@@ -11,7 +11,7 @@ import pytest
 
 from certbot_dane import dns as stores
 from certbot_dane.dns import cloudflare
-from certbot_dane.dns.base import RecordStore, StoreConfigError, StoreError
+from certbot_dane.dns.base import RecordStore, SoftStoreError, StoreConfigError, StoreError
 from certbot_dane.dns.cloudflare import DEFAULT_API_URL, MAX_RETRIES, CloudflareStore
 from certbot_dane.settings import from_options
 from certbot_dane.state import Settings
@@ -320,24 +320,84 @@ def test_429_waits_retry_after_then_succeeds(fake: FakeCloudflare) -> None:
     assert len(fake.requests) == 3
 
 
-def test_429_gives_up_after_a_few_retries(fake: FakeCloudflare) -> None:
+RATE_LIMIT = (
+    "the next check retries (Cloudflare allows 1200 API requests per five minutes per user, "
+    "shared by every tool using the account)"
+)
+
+
+def test_429_beyond_the_retry_budget_is_a_soft_error(fake: FakeCloudflare) -> None:
     waits: list[float] = []
     store = store_for(fake, sleep=waits.append)
     name = f"_25._tcp.busy.{fake.zones[0]}."
     store.list(name)
     fake.requests.clear()
-    fake.fail("429", None, retry_after="0")
-    with pytest.raises(StoreError, match="rate limited"):
-        store.list(name)
-    assert len(fake.requests) == MAX_RETRIES + 1
+    fake.fail("429", None, retry_after="2")
+    error = failure(lambda: store.list(name))
+    assert isinstance(error, SoftStoreError)
+    assert str(error) == (
+        f"cloudflare store: cannot list TLSA records at {name}: Cloudflare answered 429 Too "
+        f"Many Requests and still did after {MAX_RETRIES} retries; {RATE_LIMIT}"
+    )
+    assert len(fake.requests) == MAX_RETRIES + 1 and waits == [2.0] * MAX_RETRIES
 
 
-def test_429_asking_for_a_long_wait_fails_at_once(fake: FakeCloudflare) -> None:
+def test_429_asking_for_a_long_wait_is_a_soft_error_at_once(fake: FakeCloudflare) -> None:
     waits: list[float] = []
     fake.fail("429", 1, retry_after="3600")
-    with pytest.raises(StoreError, match="retry after 3600 s"):
-        store_for(fake, sleep=waits.append).list(f"_25._tcp.x.{fake.zones[0]}.")
+    name = f"_25._tcp.x.{fake.zones[0]}."
+    error = failure(lambda: store_for(fake, sleep=waits.append).list(name))
+    assert isinstance(error, SoftStoreError)
+    assert str(error) == (
+        f"cloudflare store: cannot list TLSA records at {name}: Cloudflare answered 429 Too "
+        f"Many Requests and asks to wait 3600 s, longer than the 30 s a run waits; {RATE_LIMIT}"
+    )
     assert waits == []
+
+
+def test_after_a_429_beyond_the_budget_the_run_sends_nothing_more(fake: FakeCloudflare) -> None:
+    """The limit is the account's: more requests would only extend it."""
+    names = [f"_25._tcp.r{i}.{fake.zones[0]}." for i in range(3)]
+    store = store_for(fake)
+    store.list(names[0])  # the zone is known: the next request is the zone's listing
+    fake.requests.clear()
+    fake.fail("429", None, retry_after="0")
+    errors = store.add_many([({record(n, "a1")}, 300) for n in names])
+    assert all(isinstance(e, SoftStoreError) for e in errors)
+    assert len(fake.requests) == MAX_RETRIES + 1
+    why = (
+        f"Cloudflare answered 429 Too Many Requests and still did after {MAX_RETRIES} "
+        f"retries; {RATE_LIMIT}"
+    )
+    assert [str(e) for e in errors] == [
+        f"cloudflare store: cannot list the TLSA records of zone dane.test: {why}",
+        f"cloudflare store: cannot change TLSA records at {names[1]}: {why}",
+        f"cloudflare store: cannot change TLSA records at {names[2]}: {why}",
+    ]
+
+
+def test_429_on_a_batch_fails_its_items_softly_without_one_by_one(fake: FakeCloudflare) -> None:
+    names = [f"_25._tcp.r{i}.{fake.zones[0]}." for i in range(3)]
+    store = store_for(fake)
+    for name in names:
+        store.list(name)  # every zone lookup is done
+    real = store._zone_entries
+
+    def then_limited(zone: str):  # type: ignore[no-untyped-def]
+        found = real(zone)
+        fake.fail("429", None, retry_after="0")
+        return found
+
+    store._zone_entries = then_limited  # type: ignore[method-assign]
+    fake.requests.clear()
+    errors = store.add_many([({record(n, "a1")}, 300) for n in names])
+    assert [str(e) for e in errors] == [
+        "cloudflare store: cannot change TLSA records in zone dane.test: Cloudflare answered "
+        f"429 Too Many Requests and still did after {MAX_RETRIES} retries; {RATE_LIMIT}"
+    ] * 3
+    assert all(isinstance(e, SoftStoreError) for e in errors)
+    assert [r.path.endswith("/batch") for r in fake.seen("POST")] == [True] * (MAX_RETRIES + 1)
+    assert fake.tlsa(names[0]) == set()
 
 
 @pytest.mark.parametrize(
@@ -372,22 +432,182 @@ def test_secrets_never_in_messages_or_logs(
     store = store_for(fake)
     store.add({record(name, "a1")}, 300)
     store.delete({record(name, "a1")})
-    messages = []
     wrong = CloudflareStore(api_token=WRONG_TOKEN, api_url=fake.url, timeout=5)
-    for operation in (lambda: wrong.list(name), lambda: wrong.add({record(name)}, 300)):
-        with pytest.raises(StoreError) as info:
-            operation()
-        messages.append(str(info.value))
-    assert "Invalid access token (HTTP 403, code 9109)" in messages[0]
-    assert "Zone:DNS:Edit" in messages[0]
+    messages = [str(failure(lambda: wrong.list(name), WRONG_TOKEN))]
+    messages.append(str(failure(lambda: wrong.add({record(name)}, 300), WRONG_TOKEN)))
+    assert messages[0] == (
+        f"cloudflare store: cannot list TLSA records at {name}: Cloudflare refused the API "
+        "token (HTTP 403, code 9109: Invalid access token): it is mistyped, revoked or "
+        "expired; put a valid token with the Zone:DNS:Edit permission in the store's api_token"
+    )
     keyed = CloudflareStore(email=EMAIL, api_key=GLOBAL_KEY, api_url=fake.url, timeout=5)
-    with pytest.raises(StoreError) as info:
-        keyed.list(name)
-    messages.append(str(info.value))
-    assert "Unknown X-Auth-Key or X-Auth-Email" in messages[-1]
+    messages.append(str(failure(lambda: keyed.list(name), GLOBAL_KEY)))
+    assert "code 9103: Unknown X-Auth-Key or X-Auth-Email" in messages[-1]
     for secret in (TOKEN, WRONG_TOKEN, GLOBAL_KEY):
         assert secret not in caplog.text
         assert all(secret not in m for m in messages)
+
+
+# Refused credentials and permissions: one line naming the cause and the fix ----
+
+
+def failure(operation: Callable[[], object], *secrets: str) -> StoreError:
+    """The StoreError ``operation`` raises, checked to be one line without a secret."""
+    with pytest.raises(StoreError) as info:
+        operation()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("cloudflare store: cannot "), message
+    for secret in (TOKEN, WRONG_TOKEN, GLOBAL_KEY, *secrets):
+        assert secret not in message
+    return info.value
+
+
+def ini_store(fake: FakeCloudflare, ini: Path) -> CloudflareStore:
+    return CloudflareStore.from_settings(settings_for(ini, fake.url), "/etc/letsencrypt", 5)
+
+
+MX = "_25._tcp.mx.dane.test."
+
+
+def test_unknown_token_names_the_file_and_key(fake: FakeCloudflare, tmp_path: Path) -> None:
+    ini = write_ini(tmp_path / "cf.ini", api_token=WRONG_TOKEN)
+    error = failure(lambda: ini_store(fake, ini).list(MX))
+    assert str(error) == (
+        f"cloudflare store: cannot list TLSA records at {MX}: Cloudflare refused the API token "
+        "(HTTP 403, code 9109: Invalid access token): it is mistyped, revoked or expired; put "
+        f"a valid token with the Zone:DNS:Edit permission in dns_cloudflare_api_token in {ini}"
+    )
+
+
+def test_token_of_the_wrong_form(fake: FakeCloudflare, tmp_path: Path) -> None:
+    cut = "fake-token-0123 456789"
+    ini = write_ini(tmp_path / "cf.ini", api_token=cut)
+    error = failure(lambda: ini_store(fake, ini).list(MX), cut)
+    assert str(error) == (
+        f"cloudflare store: cannot list TLSA records at {MX}: Cloudflare refused the API token "
+        "(HTTP 400, code 6003: Invalid request headers; 6111: Invalid format for Authorization "
+        "header): it is not a whole API token (cut short, or copied with spaces or quotes); put "
+        f"a valid token with the Zone:DNS:Edit permission in dns_cloudflare_api_token in {ini}"
+    )
+
+
+@pytest.mark.parametrize("status", ["401", "403"])
+def test_authentication_error_on_the_zone_lookup(
+    fake: FakeCloudflare, tmp_path: Path, status: str
+) -> None:
+    """Code 10000 before any zone is known: the token itself is not accepted."""
+    ini = write_ini(tmp_path / "cf.ini", api_token=TOKEN)
+    fake.fail(status, None)
+    error = failure(lambda: ini_store(fake, ini).list(MX))
+    assert str(error) == (
+        f"cloudflare store: cannot list TLSA records at {MX}: Cloudflare refused the API token "
+        f"(HTTP {status}, code 10000: Authentication error): it is mistyped, revoked or "
+        "expired; put a valid token with the Zone:DNS:Edit permission in "
+        f"dns_cloudflare_api_token in {ini}"
+    )
+
+
+@pytest.mark.parametrize("operation", ["add", "delete", "retime"])
+def test_token_that_may_only_read(tmp_path: Path, operation: str) -> None:
+    with FakeCloudflare(token=TOKEN, token_dns="read") as fake:
+        ini = write_ini(tmp_path / "cf.ini", api_token=TOKEN)
+        store = ini_store(fake, ini)
+        rec = record(MX, "a1")
+        fake.put("dane.test", MX, rec)
+        assert store.list(MX).records == {rec}, "reading is allowed"
+        act = {
+            "add": lambda: store.add({record(MX, "b2")}, 300),
+            "delete": lambda: store.delete({rec}),
+            "retime": lambda: store.retime({rec}, 600),
+        }[operation]
+        error = failure(act)
+        assert fake.tlsa(MX) == {rec}
+    what = {"add": "add", "delete": "delete", "retime": "change the TTL of"}[operation]
+    assert str(error) == (
+        f"cloudflare store: cannot {what} TLSA records at {MX}: the API token may not change "
+        "the DNS records of zone dane.test (HTTP 403, code 10000: Authentication error); give "
+        "it the Zone:DNS:Edit permission on dane.test, not only Zone:DNS:Read "
+        f"(dns_cloudflare_api_token in {ini})"
+    )
+
+
+def test_token_without_a_dns_permission(tmp_path: Path) -> None:
+    with FakeCloudflare(token=TOKEN, token_dns=None) as fake:
+        ini = write_ini(tmp_path / "cf.ini", api_token=TOKEN)
+        error = failure(lambda: ini_store(fake, ini).add({record(MX)}, 300))
+    assert str(error) == (
+        f"cloudflare store: cannot add TLSA records at {MX}: the API token may not read the "
+        "DNS records of zone dane.test (HTTP 403, code 10000: Authentication error); give it "
+        f"the Zone:DNS:Edit permission on dane.test (dns_cloudflare_api_token in {ini})"
+    )
+
+
+def test_token_scoped_to_another_zone(tmp_path: Path) -> None:
+    """A token limited to other zones sees an empty zone listing, not an error."""
+    with FakeCloudflare(zones=("dane.test", "other.test"), token=TOKEN,
+                        token_zones=("other.test",)) as fake:
+        ini = write_ini(tmp_path / "cf.ini", api_token=TOKEN)
+        error = failure(lambda: ini_store(fake, ini).add({record(MX)}, 300))
+        assert not fake.seen("POST")
+    assert str(error) == (
+        f"cloudflare store: cannot add TLSA records at {MX}: no Cloudflare zone for it is "
+        "visible to the API token (tried _tcp.mx.dane.test, mx.dane.test, dane.test, test); "
+        "give the token Zone:DNS:Edit with the zone among its Zone Resources, or add the zone "
+        f"to the token's account (dns_cloudflare_api_token in {ini})"
+    )
+
+
+def test_global_key_with_the_wrong_email(tmp_path: Path) -> None:
+    with FakeCloudflare(token=None, email=EMAIL, api_key=GLOBAL_KEY) as fake:
+        ini = write_ini(tmp_path / "cf.ini", email="other@example.com", api_key=GLOBAL_KEY)
+        error = failure(lambda: ini_store(fake, ini).list(MX))
+    assert str(error) == (
+        f"cloudflare store: cannot list TLSA records at {MX}: Cloudflare refused the email and "
+        "Global API Key (HTTP 403, code 9103: Unknown X-Auth-Key or X-Auth-Email): the email "
+        "must be the Cloudflare account's login and the key its Global API Key; fix "
+        f"dns_cloudflare_email and dns_cloudflare_api_key in {ini}"
+    )
+
+
+def test_a_token_given_as_the_global_key(tmp_path: Path) -> None:
+    with FakeCloudflare(token=TOKEN, email=EMAIL, api_key=GLOBAL_KEY) as fake:
+        ini = write_ini(tmp_path / "cf.ini", email=EMAIL, api_key=TOKEN)
+        error = failure(lambda: ini_store(fake, ini).list(MX))
+    assert str(error) == (
+        f"cloudflare store: cannot list TLSA records at {MX}: Cloudflare refused the email and "
+        "Global API Key (HTTP 400, code 6003: Invalid request headers; 6103: Invalid format for "
+        "X-Auth-Key header): dns_cloudflare_api_key is not a Global API Key (37 hexadecimal "
+        "digits); an API token belongs in dns_cloudflare_api_token, without "
+        f"dns_cloudflare_email (dns_cloudflare_email and dns_cloudflare_api_key in {ini})"
+    )
+
+
+def test_global_key_account_without_the_zone(tmp_path: Path) -> None:
+    with FakeCloudflare(zones=("other.test",), token=None, email=EMAIL,
+                        api_key=GLOBAL_KEY) as fake:
+        ini = write_ini(tmp_path / "cf.ini", email=EMAIL, api_key=GLOBAL_KEY)
+        error = failure(lambda: ini_store(fake, ini).list(MX))
+    assert str(error) == (
+        f"cloudflare store: cannot list TLSA records at {MX}: no Cloudflare zone for it is in "
+        f"the account of dns_cloudflare_email and dns_cloudflare_api_key in {ini} (tried "
+        "_tcp.mx.dane.test, mx.dane.test, dane.test, test); add the zone to that account, or "
+        "use the credentials of the account that has it"
+    )
+
+
+def test_global_key_account_refused_on_the_zone(tmp_path: Path) -> None:
+    with FakeCloudflare(token=None, email=EMAIL, api_key=GLOBAL_KEY) as fake:
+        ini = write_ini(tmp_path / "cf.ini", email=EMAIL, api_key=GLOBAL_KEY)
+        store = ini_store(fake, ini)
+        store.list(MX)  # the zone is known
+        fake.fail("403", None)
+        error = failure(lambda: store.add({record(MX)}, 300))
+    assert str(error) == (
+        f"cloudflare store: cannot add TLSA records at {MX}: the Cloudflare account of "
+        f"dns_cloudflare_email and dns_cloudflare_api_key in {ini} may not read the DNS "
+        "records of zone dane.test (HTTP 403, code 10000: Authentication error); use the "
+        "credentials of an account that manages dane.test"
+    )
 
 
 # Credentials ----------------------------------------------------------------

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import dns.rdatatype
 import pytest
 
 from certbot_dane.dns import open_store
-from certbot_dane.dns.base import RecordStore, RRsetView, SoftStoreError, StoreConfigError
+from certbot_dane.dns.base import RecordStore, RRsetView, StoreConfigError
 from certbot_dane.dns.exec import FIXED_PATH, ExecError, ExecStore, split_owner
 from certbot_dane.state import Settings
 from certbot_dane.tlsa import Record
@@ -326,106 +325,7 @@ def test_split_owner() -> None:
         split_owner("www.example.com.")
 
 
-# Exit codes ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def exits(lab: Lab, tmp_path: Path) -> ExecStore:
-    program = write_script(
-        tmp_path / "exit.sh",
-        '#!/bin/sh\necho "first line" >&2\necho "last words $1" >&2\necho >&2\nexit "$1"\n',
-    )
-    return exec_store(lab, tmp_path, f"{program} CODE")
-
-
-def run_with(store: ExecStore, operation: str, code: int) -> None:
-    store.argv[-1] = str(code)
-    rec = record("_25._tcp.exit.dane.test.", "e5")
-    if operation == "publish":
-        store.add([rec], 60)
-    else:
-        store.delete([rec], keep=[record("_25._tcp.exit.dane.test.", "f6")])
-
-
-@pytest.mark.parametrize("operation", ["publish", "delete"])
-def test_exit_0_is_done(exits: ExecStore, operation: str) -> None:
-    run_with(exits, operation, 0)
-
-
-def test_publish_exit_1_means_already_there(exits: ExecStore) -> None:
-    run_with(exits, "publish", 1)
-
-
-def test_delete_exit_1_means_not_yet(exits: ExecStore) -> None:
-    with pytest.raises(ExecError) as info:
-        run_with(exits, "delete", 1)
-    assert info.value.exit_code == 1 and not isinstance(info.value, SoftStoreError)
-    assert "not up" in str(info.value) and "last words 1" in str(info.value)
-
-
-@pytest.mark.parametrize(("code", "soft"), [(2, False), (127, False), (128, True), (200, True)])
-@pytest.mark.parametrize("operation", ["publish", "delete"])
-def test_error_exit_codes(exits: ExecStore, operation: str, code: int, soft: bool) -> None:
-    with pytest.raises(ExecError) as info:
-        run_with(exits, operation, code)
-    message = str(info.value)
-    assert (info.value.exit_code, isinstance(info.value, SoftStoreError)) == (code, soft)
-    assert f"exited {code}" in message and message.endswith(f": last words {code}")
-    assert "exit.sh" in message and "exec store" in message and "\n" not in message
-    assert ("soft error" in message) == soft
-
-
-def test_death_by_signal_is_soft(lab: Lab, tmp_path: Path) -> None:
-    program = write_script(tmp_path / "die.sh", "#!/bin/sh\nkill -KILL $$\n")
-    with pytest.raises(ExecError) as info:
-        exec_store(lab, tmp_path, str(program)).add([record("_25._tcp.x.dane.test.")], 60)
-    assert isinstance(info.value, SoftStoreError) and info.value.exit_code == 128 + 9
-    assert "signal 9" in str(info.value)
-
-
-def test_a_hanging_program_is_killed_with_its_children(lab: Lab, tmp_path: Path) -> None:
-    pids = tmp_path / "pids"
-    program = write_script(
-        tmp_path / "hang.sh",
-        f"#!/bin/sh\nsleep 600 &\necho $$ $! > {pids}\nsleep 600\n",
-    )
-    store = exec_store(lab, tmp_path, str(program), timeout=1)
-    began = time.monotonic()
-    with pytest.raises(ExecError) as info:
-        store.add([record("_25._tcp.hang.dane.test.")], 60)
-    assert time.monotonic() - began < 5
-    assert isinstance(info.value, SoftStoreError)
-    assert "killed" in str(info.value) and "1 s" in str(info.value)
-    for pid in (int(p) for p in pids.read_text().split()):
-        deadline = time.monotonic() + 5
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(pid), f"process {pid} survived the timeout"
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for its reaper counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def test_program_not_found(lab: Lab, tmp_path: Path) -> None:
-    store = exec_store(lab, tmp_path, f"{tmp_path}/gone --flag")
-    with pytest.raises(ExecError) as info:
-        store.add([record("_25._tcp.gone.dane.test.")], 60)
-    assert "not found" in str(info.value) and "gone" in str(info.value)
-
-
-def test_program_not_executable(lab: Lab, tmp_path: Path) -> None:
-    program = tmp_path / "plain.sh"
-    program.write_text("#!/bin/sh\nexit 0\n")
-    program.chmod(0o644)
-    with pytest.raises(ExecError) as info:
-        exec_store(lab, tmp_path, str(program)).add([record("_25._tcp.p.dane.test.")], 60)
-    assert "cannot run" in str(info.value)
+# Exit codes: every one, and its message, in tests/test_store_exec_messages.py ----------
 
 
 @pytest.mark.parametrize("command", [None, "", "   ", "'unbalanced"])

@@ -30,7 +30,7 @@ import pytest
 
 from certbot_dane import settings as settings_mod
 from certbot_dane.dns import open_store, route53
-from certbot_dane.dns.base import RecordStore, StoreError
+from certbot_dane.dns.base import RecordStore, SoftStoreError, StoreError
 from certbot_dane.dns.route53 import Route53Store
 from certbot_dane.tlsa import Record
 from tests.conformance import *  # noqa: F403 - the shared suite
@@ -39,10 +39,13 @@ from tests.lab.process import Daemon
 from tests.netfakes import closed_port, misbehaving_server
 from tests.route53_fakes import (
     StrictRoute53,
+    action_of,
     change_xml,
+    denied_xml,
     error_xml,
     fake_route53,
     invalid_batch_xml,
+    one_zone,
     rrsets_xml,
     zone_then,
 )
@@ -404,7 +407,7 @@ def test_an_item_outside_every_zone_fails_alone(harness: Route53Harness) -> None
     errors = store.add_many([({record(outside, "a1")}, 300), ({record(inside, "a1")}, 300)])
     assert errors[1] is None and harness.backend_records(inside) == {record(inside, "a1")}
     assert isinstance(errors[0], StoreError)
-    assert "no hosted zone of this AWS account contains the name" in str(errors[0])
+    assert "no hosted zone contains the name" in str(errors[0])
 
 
 def test_batches_stay_within_route53_limits(
@@ -555,9 +558,12 @@ def test_owner_outside_every_zone(moto: Moto) -> None:
     store = Route53Store(moto.url, timeout=5)
     with pytest.raises(StoreError) as info:
         store.list("_25._tcp.mx.example.invalid.")
+    count = len(moto.client().list_hosted_zones()["HostedZones"])
     assert str(info.value) == (
         "route53 store: cannot list TLSA records at _25._tcp.mx.example.invalid.: no hosted "
-        "zone of this AWS account contains the name"
+        f"zone contains the name ({count} listed with the credentials from the environment "
+        "(AWS_ACCESS_KEY_ID)); create the zone in Route 53, or use the credentials of the AWS "
+        "account that holds it"
     )
 
 
@@ -571,6 +577,34 @@ def test_two_zones_of_the_same_name_are_refused(moto: Moto) -> None:
 
 
 # Errors and secrets -------------------------------------------------------------
+#
+# Each failure an operator can meet is one line naming the cause and the fix.
+# moto gives the refusals of the credentials themselves; the loopback fake
+# gives AWS's error answers that moto cannot (IAM policies on its REST APIs,
+# throttling, expired session tokens, clock skew).
+
+NAME = "_25._tcp.mx.dane.test."
+NEEDS = (
+    "the store needs route53:ListHostedZones, route53:ListResourceRecordSets, "
+    "route53:ChangeResourceRecordSets, route53:GetChange"
+)
+
+
+def failure(operation: Any, *secrets: str) -> StoreError:
+    """The StoreError ``operation`` raises, checked to be one line free of secrets."""
+    with pytest.raises(StoreError) as info:
+        operation()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("route53 store: cannot "), message
+    for secret in (FAKE_KEY_ID, FAKE_SECRET, WRONG_SECRET, *secrets):
+        assert secret not in message
+    return info.value
+
+
+def fake_store(url: str, **kwargs: Any) -> Route53Store:
+    store = Route53Store(url, timeout=2, **{"http_attempts": 1, **kwargs})
+    store.poll_interval = (0.01, 0.01)
+    return store
 
 
 def test_refusals_say_what_and_hide_the_keys(harness: Route53Harness) -> None:
@@ -587,34 +621,249 @@ def test_refusals_say_what_and_hide_the_keys(harness: Route53Harness) -> None:
         assert message.startswith("route53 store: cannot "), message
         for secret in harness.secrets:
             assert secret not in message
-    assert "does not know the access key" in reasons["auth refused: unknown key"]
-    assert "check the secret access key" in reasons["auth refused: bad secret"]
-    assert reasons["auth refused: IAM policy"].endswith(
-        "access denied: the IAM policy does not allow route53:ChangeResourceRecordSets"
-    )
+    assert "AWS does not know the access key" in reasons["auth refused: unknown key"]
+    assert "the secret access key from" in reasons["auth refused: bad secret"]
+    assert "AWS denied route53:ChangeResourceRecordSets" in reasons["auth refused: IAM policy"]
     assert "cannot connect to http://127.0.0.1:" in reasons["server down"]
     assert "timed out" in reasons["timeout"]
     assert "malformed answer" in reasons["malformed answer"]
     assert "malformed answer" in reasons["malformed TLSA"]
 
 
+ZONE_ARN = "arn:aws:route53:::hostedzone/ZFAKE"
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "on"),
+    [
+        ("ListHostedZones", "*", ""),
+        ("ListResourceRecordSets", ZONE_ARN, " on hosted zone dane.test. (ZFAKE)"),
+        ("ChangeResourceRecordSets", ZONE_ARN, " on hosted zone dane.test. (ZFAKE)"),
+        ("GetChange", "arn:aws:route53:::change/CFAKE", ""),
+    ],
+)
+def test_access_denied_names_the_denied_action_and_all_the_store_needs(
+    aws_env: None, action: str, resource: str, on: str
+) -> None:
+    denied = (403, denied_xml(action, resource))
+    with fake_route53(one_zone({action: denied})) as fake:
+        error = failure(lambda: fake_store(fake.url).add({record(NAME, "a1")}, 300))
+        asked = [action_of(*r) for r in fake.requests]
+    assert str(error) == (
+        f"route53 store: cannot add 1 TLSA record(s) at {NAME}: AWS denied route53:{action}"
+        f"{on} to arn:aws:iam::123456789012:user/certbot (AccessDenied); allow it in the IAM "
+        f"policy of that user or role ({NEEDS})"
+    )
+    assert asked[-1] == action and asked.count(action) == 1, "a refusal is not retried"
+
+
+def test_access_denied_without_an_identity_names_the_credentials(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    denied = (403, error_xml("AccessDenied", "Access Denied"))
+    with fake_route53(one_zone({"ListHostedZones": denied})) as fake:
+        error = failure(lambda: fake_store(fake.url).list(NAME))
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at {NAME}: AWS denied "
+        "route53:ListHostedZones to the credentials from the environment (AWS_ACCESS_KEY_ID) "
+        f"(AccessDenied); allow it in the IAM policy of that user or role ({NEEDS})"
+    )
+
+
+def test_unknown_access_key(moto_auth: AuthMoto) -> None:
+    """moto knows only the IAM user's key; the environment holds another."""
+    store = Route53Store(moto_auth.server.url, timeout=2, http_attempts=1)
+    error = failure(lambda: store.list(NAME), moto_auth.secret)
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at {NAME}: AWS does not know the access "
+        "key from the environment (AWS_ACCESS_KEY_ID) (InvalidClientTokenId): it was deleted, "
+        "deactivated or mistyped; put a current access key of the IAM user there"
+    )
+
+
+def test_wrong_secret_in_the_credentials_file(
+    moto_auth: AuthMoto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = Path(os.environ["AWS_SHARED_CREDENTIALS_FILE"])
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    before = credentials.read_text()
+    credentials.write_text(
+        f"[default]\naws_access_key_id = {moto_auth.key_id}\n"
+        f"aws_secret_access_key = {WRONG_SECRET}\n"
+    )
+    try:
+        store = Route53Store(moto_auth.server.url, timeout=2, http_attempts=1)
+        error = failure(lambda: store.list(NAME), moto_auth.key_id, moto_auth.secret)
+    finally:
+        credentials.write_text(before)
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at {NAME}: AWS rejected the request "
+        f"signature (SignatureDoesNotMatch): the secret access key from {credentials} "
+        "(profile default) does not belong to its access key id; copy both from the same "
+        "IAM access key"
+    )
+
+
+def test_expired_session_token(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "FwoGZXIvYXdzEXAMPLEdanetestsessiontokenNOTREAL"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    expired = (403, error_xml("ExpiredToken", "The security token included in the request "
+                              "is expired"))
+    with fake_route53(one_zone({"ListHostedZones": expired})) as fake:
+        error = failure(lambda: fake_store(fake.url).list(NAME), token)
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at {NAME}: the temporary AWS credentials "
+        "from the environment (AWS_ACCESS_KEY_ID) have expired (ExpiredToken); renew them, or "
+        "use an access key or an instance role, which renew themselves"
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        ("RequestExpired", "Request has expired."),
+        ("SignatureDoesNotMatch", "Signature expired: 20260101T000000Z is now earlier than "
+         "20260101T001000Z (20260101T001500Z - 5 min.)"),
+    ],
+)
+def test_a_wrong_clock(aws_env: None, code: str, text: str) -> None:
+    with fake_route53(one_zone({"ListHostedZones": (403, error_xml(code, text))})) as fake:
+        error = failure(lambda: fake_store(fake.url).list(NAME))
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at {NAME}: AWS refused the request as "
+        f"signed at the wrong time ({code}): this host's clock is off; synchronise it "
+        "(chrony, systemd-timesyncd)"
+    )
+
+
+def test_an_incomplete_signature(aws_env: None) -> None:
+    refused = (403, error_xml("IncompleteSignature", "Authorization header requires "
+                              "'Credential' parameter."))
+    with fake_route53(one_zone({"ListHostedZones": refused})) as fake:
+        error = failure(lambda: fake_store(fake.url).list(NAME))
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at {NAME}: AWS rejected the request "
+        "signature (IncompleteSignature); check the keys in the environment (AWS_ACCESS_KEY_ID)"
+    )
+
+
+@pytest.mark.parametrize("body", [b"", b"<html><body>403 Forbidden</body></html>"])
+def test_a_refusal_without_an_aws_error_code(aws_env: None, body: bytes) -> None:
+    """A proxy or gateway in front of the endpoint refuses in its own words."""
+    with fake_route53(one_zone({"ListHostedZones": (403, body)})) as fake:
+        error = failure(lambda: fake_store(fake.url).list(NAME))
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at {NAME}: AWS refused the request (HTTP "
+        "403); check the credentials from the environment (AWS_ACCESS_KEY_ID) and the IAM "
+        "policy of their user or role"
+    )
+
+
+THROTTLED = (400, error_xml("Throttling", "Rate exceeded"))
+BUSY = (400, error_xml("PriorRequestNotComplete", "The request was rejected because Route 53 "
+                       "was still processing a prior request."))
+
+
+@pytest.mark.parametrize("action", ["ListHostedZones", "ChangeResourceRecordSets"])
+def test_throttling_is_retried_then_a_soft_error(aws_env: None, action: str) -> None:
+    with fake_route53(one_zone({action: THROTTLED})) as fake:
+        error = failure(lambda: fake_store(fake.url, http_attempts=2).add({record(NAME)}, 300))
+        asked = [action_of(*r) for r in fake.requests]
+    assert isinstance(error, SoftStoreError)
+    assert asked.count(action) == 2, "botocore retried once"
+    assert str(error) == (
+        f"route53 store: cannot add 1 TLSA record(s) at {NAME}: Route 53 throttled the "
+        "requests (Throttling) after 2 attempts; the next check retries (Route 53 allows "
+        "five requests a second per AWS account, shared by every tool that uses the account)"
+    )
+
+
+def test_throttling_once_is_retried_quietly(aws_env: None) -> None:
+    answers = [THROTTLED, (200, change_xml())]
+    with fake_route53(one_zone({"ChangeResourceRecordSets": answers})) as fake:
+        fake_store(fake.url, http_attempts=2).add({record(NAME)}, 300)
+        asked = [action_of(*r) for r in fake.requests]
+    assert asked.count("ChangeResourceRecordSets") == 2
+
+
+def test_a_prior_change_still_in_progress_is_a_soft_error(aws_env: None) -> None:
+    with fake_route53(one_zone({"ChangeResourceRecordSets": BUSY})) as fake:
+        error = failure(lambda: fake_store(fake.url, http_attempts=2).add({record(NAME)}, 300))
+    assert isinstance(error, SoftStoreError)
+    assert str(error) == (
+        f"route53 store: cannot add 1 TLSA record(s) at {NAME}: Route 53 was still applying "
+        "an earlier change to hosted zone dane.test. (ZFAKE) (PriorRequestNotComplete) after "
+        "2 attempts; the next check retries"
+    )
+
+
+def test_a_denied_getchange_fails_only_the_owners_of_that_change(aws_env: None) -> None:
+    """The change was applied; the missing permission is still reported, per item."""
+    denied = (403, denied_xml("GetChange", "arn:aws:route53:::change/CFAKE"))
+    with fake_route53(one_zone({"GetChange": denied})) as fake:
+        errors = fake_store(fake.url).add_many(
+            [({record(NAME)}, 300), ({record("_25._tcp.mail.example.invalid.")}, 300)]
+        )
+    assert [type(e) for e in errors] == [StoreError, StoreError]
+    assert "AWS denied route53:GetChange" in str(errors[0])
+    assert "no hosted zone contains the name" in str(errors[1])
+
+
+def test_hosted_zone_deleted_meanwhile(moto: Moto) -> None:
+    gone = f"g{uuid.uuid4().hex[:8]}.test."
+    gone_id = _zone(moto, gone)
+    name = f"_25._tcp.mx.{gone}"
+    store = Route53Store(moto.url, timeout=5)
+    assert store.list(name).records == frozenset()
+    moto.client().delete_hosted_zone(Id=gone_id)
+    error = failure(lambda: store.add({record(name)}, 300))
+    assert str(error) == (
+        f"route53 store: cannot add 1 TLSA record(s) at {name}: hosted zone {gone} "
+        f"({gone_id}) no longer exists (NoSuchHostedZone); it was deleted while certbot-dane "
+        "ran: check the account's hosted zones, then run again"
+    )
+
+
 def test_no_credentials(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     store = Route53Store(moto.url, timeout=2)
-    with pytest.raises(StoreError) as info:
-        store.list(f"_25._tcp.mx.{ZONE}")
-    assert "no AWS credentials found" in str(info.value)
-    assert "~/.aws/credentials" in str(info.value)
+    error = failure(lambda: store.list(f"_25._tcp.mx.{ZONE}"))
+    credentials = os.environ["AWS_SHARED_CREDENTIALS_FILE"]
+    config = os.environ["AWS_CONFIG_FILE"]
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at _25._tcp.mx.{ZONE}: no AWS credentials "
+        f"found: boto3 looked in the environment (AWS_ACCESS_KEY_ID), {credentials}, {config} "
+        f"and for an instance or container role; put an access key in {credentials} or give "
+        "the host a role"
+    )
+
+
+def test_no_credentials_names_the_running_users_home(
+    moto: Moto, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without AWS_SHARED_CREDENTIALS_FILE boto3 reads ~/.aws of the user running
+    certbot; a sudo or systemd HOME other than expected shows in the message."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SHARED_CREDENTIALS_FILE",
+                "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    error = failure(lambda: Route53Store(moto.url, timeout=2).list(NAME))
+    assert f"{tmp_path}/.aws/credentials, {tmp_path}/.aws/config" in str(error)
+    assert str(error).endswith(f"put an access key in {tmp_path}/.aws/credentials or give the "
+                               "host a role")
 
 
 def test_partial_credentials(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     store = Route53Store(moto.url, timeout=2)
-    with pytest.raises(StoreError) as info:
-        store.list(f"_25._tcp.mx.{ZONE}")
-    assert FAKE_KEY_ID not in str(info.value)
-    assert "incomplete AWS credentials" in str(info.value)
+    error = failure(lambda: store.list(f"_25._tcp.mx.{ZONE}"))
+    assert str(error) == (
+        f"route53 store: cannot list TLSA records at _25._tcp.mx.{ZONE}: incomplete AWS "
+        "credentials (Partial credentials found in env, missing: AWS_SECRET_ACCESS_KEY); "
+        "give both the access key id and the secret access key"
+    )
 
 
 # Settings ---------------------------------------------------------------------

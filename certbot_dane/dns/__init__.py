@@ -3,7 +3,8 @@
 Each store is one module here with one class. This table is the only place
 that knows them all: which ``--dane-dns`` name selects a store, which certbot
 authenticator it follows by default, where that authenticator keeps its
-credentials in the renewal conf, and which package it needs. Modules are
+credentials (and, for Google, its project) in the renewal conf, and which
+package it needs. Modules are
 imported only when used, so a missing optional SDK never breaks certbot.
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ class StoreSpec:
     authenticator: str | None = None
     credentials_key: str | None = None
     package: str | None = None
+    #: the renewal-conf key of the authenticator's cloud project option, if it has one
+    project_key: str | None = None
 
 
 STORE_SPECS: dict[str, StoreSpec] = {
@@ -32,6 +35,19 @@ STORE_SPECS: dict[str, StoreSpec] = {
     "route53": StoreSpec("route53", "Route53Store", "dns-route53", None, "boto3"),
     "cloudflare": StoreSpec(
         "cloudflare", "CloudflareStore", "dns-cloudflare", "dns_cloudflare_credentials"
+    ),
+    "powerdns": StoreSpec(
+        "powerdns", "PowerDnsStore", "dns-powerdns", "dns_powerdns_credentials"
+    ),
+    "desec": StoreSpec("desec", "DesecStore", "dns-desec", "dns_desec_credentials"),
+    "ovh": StoreSpec("ovh", "OvhStore", "dns-ovh", "dns_ovh_credentials", "ovh"),
+    "google": StoreSpec(
+        "google",
+        "GoogleStore",
+        "dns-google",
+        "dns_google_credentials",
+        "google-auth",
+        "dns_google_project",
     ),
     "exec": StoreSpec("exec", "ExecStore"),
 }
@@ -49,6 +65,12 @@ def credentials_key(store: str) -> str | None:
     """The renewal-conf key under which the matching certbot plugin keeps its INI."""
     spec = STORE_SPECS.get(store)
     return spec.credentials_key if spec else None
+
+
+def project_key(store: str) -> str | None:
+    """The renewal-conf key under which the matching certbot plugin keeps its project."""
+    spec = STORE_SPECS.get(store)
+    return spec.project_key if spec else None
 
 
 def store_class(store: str) -> type[RecordStore]:
@@ -89,6 +111,7 @@ __all__ = [
     "StoreSpec",
     "credentials_key",
     "open_store",
+    "project_key",
     "store_class",
     "store_for_authenticator",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,11 +31,13 @@ from .base import (
     Outcomes,
     RecordStore,
     RRsetView,
+    SoftStoreError,
     StoreConfigError,
     StoreError,
     by_owner,
     outcome,
 )
+from .webapi import MAX_RETRIES, MAX_RETRY_WAIT, network_cause, retry_after
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -53,24 +56,46 @@ AUTOMATIC_TTL_SECONDS = 300
 #: another host (or an earlier, interrupted run) made it, which is what we wanted.
 IDENTICAL_RECORD_EXISTS = 81058
 
-#: 429 handling: at most this many retries, each waiting what Retry-After asks
-#: but never longer than MAX_RETRY_WAIT seconds (a longer wait fails instead,
-#: so a run never hangs for minutes on a rate limit).
-MAX_RETRIES = 3
-MAX_RETRY_WAIT = 30.0
-
 #: A runaway pagination (a server that always claims one more page) stops here.
 MAX_PAGES = 1000
 
+#: Cloudflare's codes for credentials it cannot use: 1000 invalid API token,
+#: 6003 invalid request headers (6102, 6103, 6111: the email, key or token
+#: header), 9103 unknown email or key, 9106 missing headers, 9109 invalid
+#: access token (also said, on a zone, for a token not allowed there).
+_REFUSED_CREDENTIALS = frozenset({1000, 6003, 6102, 6103, 6111, 9103, 9106, 9109})
+_MALFORMED_HEADER = frozenset({6003, 6102, 6103, 6111})
+#: The form of a Global API Key; anything else in dns_cloudflare_api_key is a mistake.
+_GLOBAL_KEY = re.compile(r"[0-9a-f]{37}")
+
 
 class _ApiError(Exception):
-    """One failed API call; ``reason`` is one line, free of secrets."""
+    """One failed API call; ``reason`` is one line, free of secrets.
 
-    def __init__(self, reason: str, status: int | None = None, code: int | None = None) -> None:
+    ``codes`` are Cloudflare's error codes, the first error's and those of
+    its ``error_chain``, and ``said`` the status, codes and messages in one
+    parenthesis's words ("HTTP 403, code 9109: Invalid access token");
+    ``write`` says whether the call changes records.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        status: int | None = None,
+        codes: tuple[int, ...] = (),
+        said: str = "",
+        write: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
-        self.code = code
+        self.codes = codes
+        self.said = said or reason
+        self.write = write
+
+    @property
+    def code(self) -> int | None:
+        return self.codes[0] if self.codes else None
 
 
 @dataclass(frozen=True)
@@ -88,6 +113,79 @@ _Wanted = dict[str, tuple[list[Record], int | None]]
 _Present = dict[str, list[_Entry]]
 #: One change of a batch request: ("posts", record) or ("deletes", {"id": ...}).
 _Change = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """Which credentials the store uses and where they came from, in a message's words.
+
+    The words name the INI keys to change, never their values.
+    """
+
+    token: bool
+    path: str | None = None
+    #: whether dns_cloudflare_api_key has the form of a Global API Key
+    global_key: bool = True
+
+    def keys(self) -> str:
+        if self.token:
+            key = "dns_cloudflare_api_token"
+            return f"{key} in {self.path}" if self.path else "the store's api_token"
+        keys = "dns_cloudflare_email and dns_cloudflare_api_key"
+        return f"{keys} in {self.path}" if self.path else "the store's email and api_key"
+
+    def refused(self, err: _ApiError) -> str:
+        """Cloudflare does not accept the credentials at all."""
+        malformed = bool(set(err.codes) & _MALFORMED_HEADER)
+        if self.token:
+            cause = (
+                "it is not a whole API token (cut short, or copied with spaces or quotes)"
+                if malformed
+                else "it is mistyped, revoked or expired"
+            )
+            return (
+                f"Cloudflare refused the API token ({err.said}): {cause}; put a valid token "
+                f"with the Zone:DNS:Edit permission in {self.keys()}"
+            )
+        if not self.global_key:
+            return (
+                f"Cloudflare refused the email and Global API Key ({err.said}): "
+                "dns_cloudflare_api_key is not a Global API Key (37 hexadecimal digits); an "
+                "API token belongs in dns_cloudflare_api_token, without dns_cloudflare_email "
+                f"({self.keys()})"
+            )
+        return (
+            f"Cloudflare refused the email and Global API Key ({err.said}): the email must be "
+            "the Cloudflare account's login and the key its Global API Key; fix "
+            f"{self.keys()}"
+        )
+
+    def forbidden(self, err: _ApiError, zone: str) -> str:
+        """The credentials work, but not for these records of ``zone``."""
+        verb = "change" if err.write else "read"
+        if self.token:
+            edit = ", not only Zone:DNS:Read" if err.write else ""
+            return (
+                f"the API token may not {verb} the DNS records of zone {zone} ({err.said}); "
+                f"give it the Zone:DNS:Edit permission on {zone}{edit} ({self.keys()})"
+            )
+        return (
+            f"the Cloudflare account of {self.keys()} may not {verb} the DNS records of zone "
+            f"{zone} ({err.said}); use the credentials of an account that manages {zone}"
+        )
+
+    def no_zone(self, tried: str) -> str:
+        """No zone containing the name is visible with these credentials."""
+        if self.token:
+            return (
+                f"no Cloudflare zone for it is visible to the API token (tried {tried}); give "
+                "the token Zone:DNS:Edit with the zone among its Zone Resources, or add the "
+                f"zone to the token's account ({self.keys()})"
+            )
+        return (
+            f"no Cloudflare zone for it is in the account of {self.keys()} (tried {tried}); "
+            "add the zone to that account, or use the credentials of the account that has it"
+        )
 
 
 class CloudflareApi:
@@ -110,6 +208,8 @@ class CloudflareApi:
         self.timeout = timeout
         self._sleep = sleep
         self._secrets = tuple(s for s in secrets if s)
+        #: why the API was given up for this run after a 429, if it was
+        self._limited: str | None = None
         self.session = requests.Session()
         self.session.headers.update(headers)
         self.session.headers["Accept"] = "application/json"
@@ -152,7 +252,13 @@ class CloudflareApi:
         params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """One API call; waits and retries on 429, raises :class:`_ApiError` otherwise."""
+        """One API call; waits and retries on 429, raises :class:`_ApiError` otherwise.
+
+        Once a 429 outlasted the retries, every later call of this run fails
+        at once: the limit is the account's, and more requests only extend it.
+        """
+        if self._limited:
+            raise _ApiError(self._limited, status=429)
         url = self.base_url + path
         for attempt in range(MAX_RETRIES + 1):
             try:
@@ -165,20 +271,17 @@ class CloudflareApi:
                 raise _ApiError(self._redact(_connection_reason(err))) from None
             logger.debug("cloudflare: %s %s -> HTTP %s", method, path, response.status_code)
             if response.status_code == 429:
-                wait = _retry_after(response.headers.get("Retry-After"), attempt)
+                wait = retry_after(response.headers.get("Retry-After"), attempt)
                 if attempt == MAX_RETRIES or wait > MAX_RETRY_WAIT:
-                    raise _ApiError(
-                        f"rate limited by the API (HTTP 429, retry after {wait:g} s); "
-                        "try again later",
-                        status=429,
-                    )
+                    self._limited = _rate_limited(attempt, wait)
+                    raise _ApiError(self._limited, status=429)
                 logger.info("cloudflare: rate limited, retrying in %g s", wait)
                 self._sleep(wait)
                 continue
-            return self._decode(response)
+            return self._decode(response, write=method != "GET")
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _decode(self, response: requests.Response) -> dict[str, Any]:
+    def _decode(self, response: requests.Response, write: bool) -> dict[str, Any]:
         status = response.status_code
         try:
             doc = response.json()
@@ -186,12 +289,16 @@ class CloudflareApi:
             doc = None
         if not isinstance(doc, dict):
             if status >= 400:
-                raise _ApiError(f"HTTP {status}{_hint(status)}", status=status)
+                raise _ApiError(f"HTTP {status}", status=status, write=write)
             raise _ApiError(f"malformed answer: HTTP {status} without a JSON object")
         if status >= 400 or doc.get("success") is not True:
-            code, message = _first_error(doc)
-            reason = f"{message} (HTTP {status}{f', code {code}' if code else ''}){_hint(status)}"
-            raise _ApiError(self._redact(reason), status=status, code=code)
+            errors = _errors(doc)
+            code, message = errors[0]
+            reason = self._redact(f"{message} (HTTP {status}{f', code {code}' if code else ''})")
+            said = "; ".join(f"{c}: {m}" if c else m for c, m in errors)
+            said = self._redact(f"HTTP {status}, {'code ' if code else ''}{said}")
+            codes = tuple(c for c, _ in errors if c)
+            raise _ApiError(reason, status=status, codes=codes, said=said, write=write)
         return doc
 
     def _redact(self, text: str) -> str:
@@ -216,11 +323,16 @@ class CloudflareStore(RecordStore):
         timeout: float = 10.0,
         per_page: int = 100,
         sleep: Callable[[float], None] = time.sleep,
+        credentials_file: str | None = None,
     ) -> None:
+        """``credentials_file`` is the INI the credentials came from, named in messages."""
         if api_token and not (email or api_key):
             headers = {"Authorization": f"Bearer {api_token}"}
+            self.credentials = _Credentials(True, credentials_file)
         elif email and api_key and not api_token:
             headers = {"X-Auth-Email": email, "X-Auth-Key": api_key}
+            global_key = bool(_GLOBAL_KEY.fullmatch(api_key))
+            self.credentials = _Credentials(False, credentials_file, global_key)
         else:
             raise StoreConfigError(
                 "cloudflare store: give either an API token or an email and global API key"
@@ -235,6 +347,7 @@ class CloudflareStore(RecordStore):
         )
         # Zone lookups, by candidate name: the zone id, or None for "not a zone".
         self._zone_ids: dict[str, str | None] = {}
+        self._zone_names: dict[str, str] = {}
 
     @classmethod
     def from_settings(
@@ -261,7 +374,9 @@ class CloudflareStore(RecordStore):
                 "dns_cloudflare_email and dns_cloudflare_api_key; add an API token with "
                 "Zone:DNS:Edit permission as dns_cloudflare_api_token"
             )
-        return cls(token, email, key, api_url=settings.api_url, timeout=timeout)
+        return cls(
+            token, email, key, api_url=settings.api_url, timeout=timeout, credentials_file=path
+        )
 
     # Zones ----------------------------------------------------------------
 
@@ -280,16 +395,14 @@ class CloudflareStore(RecordStore):
             found = self._zone_ids[candidate]
             if found:
                 return found
-        raise StoreError(
-            f"cloudflare store: cannot {what}: no Cloudflare zone for it is visible with "
-            f"these credentials (tried {', '.join(candidates) or 'nothing'})"
-        )
+        tried = ", ".join(candidates) or "nothing"
+        raise StoreError(f"cloudflare store: cannot {what}: {self.credentials.no_zone(tried)}")
 
     def _lookup_zone(self, candidate: str, what: str) -> str | None:
         try:
             body = self.api.get("/zones", {"name": candidate})
         except _ApiError as err:
-            raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+            raise self._failure(what, err) from None
         zones = body.get("result")
         if not isinstance(zones, list):
             raise StoreError(f"cloudflare store: cannot {what}: malformed answer to a zone lookup")
@@ -300,7 +413,31 @@ class CloudflareStore(RecordStore):
         ]
         # The same name may exist as an old pending copy; the active one is served.
         matching.sort(key=lambda z: z.get("status") != "active")
-        return matching[0]["id"] if matching else None
+        if not matching:
+            return None
+        self._zone_names[matching[0]["id"]] = candidate
+        return str(matching[0]["id"])
+
+    def _failure(self, what: str, err: _ApiError, zone_id: str | None = None) -> StoreError:
+        """A failed call as the operator's one line: what failed, why, what to change.
+
+        A refusal of the credentials names the INI file and its keys; a refusal
+        on a zone names the zone and the permission. A rate limit beyond the
+        retry budget is a soft error: the next check retries it.
+        """
+        prefix = f"cloudflare store: cannot {what}: "
+        if err.status == 429:
+            return SoftStoreError(prefix + err.reason)
+        zone = self._zone_names.get(zone_id or "")
+        codes = set(err.codes)
+        scoped = zone is not None and "unauthorized to access" in err.said.lower()
+        if (codes & _REFUSED_CREDENTIALS and not scoped) or err.status == 401:
+            return StoreError(prefix + self.credentials.refused(err))
+        if err.status == 403:
+            if zone is None:
+                return StoreError(prefix + self.credentials.refused(err))
+            return StoreError(prefix + self.credentials.forbidden(err, zone))
+        return StoreError(prefix + err.reason)
 
     # Records --------------------------------------------------------------
 
@@ -324,7 +461,7 @@ class CloudflareStore(RecordStore):
                 except _ApiError as err:
                     if err.code == IDENTICAL_RECORD_EXISTS:
                         continue
-                    raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+                    raise self._failure(what, err, zone) from None
 
     def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
         for owner, group in by_owner(records).items():
@@ -340,7 +477,7 @@ class CloudflareStore(RecordStore):
                 except _ApiError as err:
                     if err.status == 404:
                         continue  # gone already: deleting an absent record is a no-op
-                    raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+                    raise self._failure(what, err, zone) from None
 
     def retime(self, records: Iterable[Record], ttl: int) -> None:
         """Each record's TTL changed in place (PATCH): the record is never absent."""
@@ -354,7 +491,7 @@ class CloudflareStore(RecordStore):
                     path = f"/zones/{zone}/dns_records/{entry.id}"
                     self.api.call("PATCH", path, body={"ttl": ttl})
                 except _ApiError as err:
-                    raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+                    raise self._failure(what, err, zone) from None
 
     # Many lineages at once ----------------------------------------------
 
@@ -404,6 +541,11 @@ class CloudflareStore(RecordStore):
             parts = {i: part for i, part in parts.items() if results[i] is None}
             try:
                 present = self._zone_entries(zone)
+            except SoftStoreError as err:
+                # Rate limited: one request per record would only make it worse.
+                for index in parts:
+                    results[index] = err
+                continue
             except StoreError:
                 again |= set(parts)
                 continue
@@ -419,10 +561,16 @@ class CloudflareStore(RecordStore):
                 try:
                     self.api.call("POST", f"/zones/{zone}/dns_records/batch", body=body)
                 except _ApiError as err:
+                    if err.status == 429:
+                        what = f"change TLSA records in zone {self._zone_names.get(zone, zone)}"
+                        for index, _ in chunk:
+                            results[index] = self._failure(what, err, zone)
+                        continue
                     logger.debug("cloudflare: batch failed, one by one instead: %s", err.reason)
                     again |= {index for index, _ in chunk}
         for index in sorted(again):
-            results[index] = outcome(one_by_one, index)
+            if not isinstance(results[index], SoftStoreError):
+                results[index] = outcome(one_by_one, index)
         return results
 
     @staticmethod
@@ -448,7 +596,8 @@ class CloudflareStore(RecordStore):
 
     def _zone_entries(self, zone: str) -> _Present:
         """Every TLSA record of the zone: one listing for all owners."""
-        return self._listed(zone, "list the zone's TLSA records")
+        what = f"list the TLSA records of zone {self._zone_names.get(zone, zone)}"
+        return self._listed(zone, what)
 
     def _entries(self, owner: str, what: str) -> builtins.list[_Entry]:
         """Every TLSA record at ``owner`` with its id and TTL, across all pages."""
@@ -468,7 +617,7 @@ class CloudflareStore(RecordStore):
                     continue
                 found.setdefault(listed, []).append(_entry(f"{listed}.", item))
         except _ApiError as err:
-            raise StoreError(f"cloudflare store: cannot {what}: {err.reason}") from None
+            raise self._failure(what, err, zone) from None
         return found
 
 
@@ -539,41 +688,38 @@ def _entry(owner: str, item: dict[str, Any]) -> _Entry:
     return _Entry(record_id, record, AUTOMATIC_TTL_SECONDS if ttl == AUTOMATIC_TTL else ttl)
 
 
-def _first_error(doc: dict[str, Any]) -> tuple[int | None, str]:
+def _errors(doc: dict[str, Any]) -> list[tuple[int | None, str]]:
+    """(code, message) of Cloudflare's first error, then of its ``error_chain``."""
     errors = doc.get("errors")
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        code = errors[0].get("code")
-        message = str(errors[0].get("message") or "unknown error")
-        return (code if isinstance(code, int) else None), message
-    return None, "the API reported failure without a reason"
+    first = errors[0] if isinstance(errors, list) and errors else None
+    if not isinstance(first, dict):
+        return [(None, "the API reported failure without a reason")]
+    chain = first.get("error_chain")
+    found = []
+    for item in [first, *(chain if isinstance(chain, list) else [])]:
+        if isinstance(item, dict):
+            code = item.get("code")
+            message = " ".join(str(item.get("message") or "unknown error").split())
+            found.append((code if isinstance(code, int) else None, message))
+    return found
 
 
-def _hint(status: int) -> str:
-    if status in (401, 403):
-        return "; check the credentials and that the token has Zone:DNS:Edit on this zone"
-    return ""
-
-
-def _retry_after(value: str | None, attempt: int) -> float:
-    """Seconds to wait before retrying a 429: Retry-After, else a short backoff."""
-    try:
-        return max(0.0, float(value)) if value is not None else float(2**attempt)
-    except ValueError:
-        return float(2**attempt)
+def _rate_limited(retries: int, wait: float) -> str:
+    """Why a 429 is given up; the store makes it a soft error, retried next check."""
+    if wait > MAX_RETRY_WAIT:
+        why = f"asks to wait {wait:g} s, longer than the {MAX_RETRY_WAIT:g} s a run waits"
+    else:
+        why = f"still did after {retries} retr{'y' if retries == 1 else 'ies'}"
+    return (
+        f"Cloudflare answered 429 Too Many Requests and {why}; the next check retries "
+        "(Cloudflare allows 1200 API requests per five minutes per user, shared by every "
+        "tool using the account)"
+    )
 
 
 def _connection_reason(err: requests.RequestException) -> str:
     """The innermost OS-level reason (e.g. "Connection refused"), not urllib3's essay."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [err]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return f"cannot connect to the API: {current.strerror}"
-        reason = getattr(current, "reason", None)
-        linked = [current.__cause__, current.__context__, reason, *current.args]
-        todo.extend(e for e in linked if isinstance(e, BaseException))
+    cause = network_cause(err)
+    if cause:
+        return f"cannot connect to the API: {cause}"
     return f"cannot connect to the API ({type(err).__name__})"

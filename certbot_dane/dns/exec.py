@@ -49,6 +49,7 @@ by the engine's DNS observer, never by the program.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
@@ -208,37 +209,23 @@ class ExecStore(RecordStore):
         return env
 
     def _run(self, operation: str, record: Record, extra: Mapping[str, str]) -> None:
+        """One run of the program. Every failure is one line: the program (never
+        its arguments, which may hold a secret), how it ended, what that means
+        in the contract, and what to do."""
         env = self.environment(operation, record, extra)
-        program = self.argv[0]
-        what = f"{operation} {record.short()}"
-        try:
-            # A new session makes the program the leader of its own process
-            # group, so a timeout can kill everything it started.
-            proc = subprocess.Popen(
-                self.argv,
-                env=env,
-                cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise _exec_error(
-                f"exec store: cannot {what}: program {program!r} not found (PATH is "
-                f"{FIXED_PATH}; give --dane-exec a full path)"
-            ) from None
-        except OSError as err:
-            raise _exec_error(
-                f"exec store: cannot {what}: cannot run {program!r}: {err.strerror or err}"
-            ) from None
+        what = f"cannot {operation} {record.short()}"
+        proc = self._start(env, what)
+        program = repr(self.argv[0])
         try:
             out, err_out = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            last = _last_words(*_kill_group(proc))
             raise _exec_error(
-                f"exec store: cannot {what}: {program!r} did not finish within "
-                f"{self.timeout:g} s and was killed (raise --dane-exec-timeout if it is slow)",
+                f"exec store: {what}: program {program} did not finish within "
+                f"{self.timeout:g} s and was killed with every process it started"
+                f"{f' (its last words: {last})' if last else ''}; a soft error, retried at "
+                "the next check: find out why it hangs (a server that does not answer?) or "
+                "raise --dane-exec-timeout",
                 soft=True,
             ) from None
         code = proc.returncode
@@ -247,27 +234,40 @@ class ExecStore(RecordStore):
         if code == 1 and operation == "publish":
             logger.debug("exec store: %s: already present", what)
             return
-        reason = _last_line(err_out) or _last_line(out)
-        tail = f": {reason}" if reason else ""
-        if code == 1:
-            raise _exec_error(
-                f"exec store: cannot {what} yet: {program!r} says the live record "
-                f"(TLSA_LIVE_HASH) is not up{tail}",
-                exit_code=code,
-            )
+        said = _said(out, err_out)
         if code < 0:
             raise _exec_error(
-                f"exec store: cannot {what}: {program!r} was killed by signal {-code}{tail}",
+                f"exec store: {what}: program {program} was killed by signal {-code} "
+                f"({_signal_name(-code)}) and {said}; a soft error, retried at the next "
+                "check: if it recurs, find what kills it (the kernel's out-of-memory killer, "
+                "a service manager, an administrator)",
                 exit_code=128 - code,
                 soft=True,
             )
-        soft = code >= 128
-        kind = "soft error, retried next run" if soft else "error"
+        live = "TLSA_LIVE_HASH" in extra
+        yet = " yet" if code == 1 and live else ""
         raise _exec_error(
-            f"exec store: cannot {what}: {program!r} exited {code} ({kind}){tail}",
+            f"exec store: {what}{yet}: program {program} exited {code} and {said}; "
+            f"{_meaning(code, live)}",
             exit_code=code,
-            soft=soft,
+            soft=code >= 128,
         )
+
+    def _start(self, env: dict[str, str], what: str) -> subprocess.Popen[bytes]:
+        """Start the program in its own session (so that a timeout can kill
+        everything it started); a program that cannot start says why."""
+        try:
+            return subprocess.Popen(
+                self.argv,
+                env=env,
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as err:
+            raise _exec_error(f"exec store: {what}: {_cannot_start(self.argv[0], err)}") from None
 
     # Zones ----------------------------------------------------------------------
 
@@ -329,8 +329,8 @@ def _same_slot(a: Record, b: Record) -> bool:
     return (a.owner, a.usage, a.selector, a.mtype) == (b.owner, b.usage, b.selector, b.mtype)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the program's process group, then reap the program.
+def _kill_group(proc: subprocess.Popen[bytes]) -> tuple[bytes | None, bytes | None]:
+    """Kill the program's process group, then reap the program; what it wrote.
 
     The group is killed before the leader is reaped, so its id cannot have
     been reused by an unrelated process.
@@ -340,13 +340,114 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     try:
-        proc.communicate(timeout=5)
+        return proc.communicate(timeout=5)
     except subprocess.TimeoutExpired:
         # A descendant left the group (setsid) and still holds the pipes.
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
         proc.wait()
+        return None, None
+
+
+def _meaning(code: int, live: bool) -> str:
+    """What an exit code other than 0 means in the exec contract, and what to do."""
+    if code == 1 and live:
+        return (
+            "by the exec contract, exit 1 on delete means the live record (TLSA_LIVE_HASH) is "
+            "not up yet: the next check asks again; if this persists, make the program see "
+            "the record TLSA_LIVE_HASH names, which certbot-dane's own checks already see"
+        )
+    if code == 1:
+        return (
+            "by the exec contract, exit 1 on delete means the live record (TLSA_LIVE_HASH) is "
+            "not up yet, but none was given: make the program exit 0 when the record is "
+            "deleted or absent, and 2 to 127 on an error"
+        )
+    if code >= 128:
+        return (
+            "by the exec contract, 128 and above is a soft error (a passing problem, such as "
+            "an unreachable server): the next check retries"
+        )
+    if code == 127:
+        return (
+            "by the exec contract, 2 to 127 is an error, and 127 is also a shell's 'command "
+            f"not found': the program's PATH is only {FIXED_PATH}, so give the command it "
+            "runs its full path, or install it"
+        )
+    if code == 126:
+        return (
+            "by the exec contract, 2 to 127 is an error, and 126 is also a shell's 'command "
+            "not executable': make the command the program runs executable"
+        )
+    return (
+        "by the exec contract, 2 to 127 is an error: fix what the program reports, then run "
+        "'certbot-dane check'"
+    )
+
+
+def _cannot_start(program: str, err: OSError) -> str:
+    """Why the program did not start, and what to change in --dane-exec or the file."""
+    shown = repr(program)
+    path = os.path.join("/", program)  # it runs in /, so a relative path starts there
+    if isinstance(err, FileNotFoundError):
+        if "/" not in program:
+            return (
+                f"program {shown} is not in the PATH programs get ({FIXED_PATH}); give "
+                "--dane-exec the program's full path"
+            )
+        if os.path.exists(path):
+            return (
+                f"the interpreter {_interpreter(path)!r} on the #! line of {shown} does not "
+                "exist; fix that line or install the interpreter"
+            )
+        return f"program {shown} does not exist; give --dane-exec the program's full path"
+    if err.errno == errno.EACCES:
+        if os.path.isdir(path):
+            return (
+                f"{shown} is a directory, not a program; give --dane-exec the program's "
+                "full path"
+            )
+        return (
+            f"program {shown} is not executable (permission denied); make it executable "
+            "(chmod 755), on a file system not mounted noexec"
+        )
+    if err.errno == errno.ENOEXEC:
+        return (
+            f"{shown} is not a program this system can run (exec format error): a script "
+            "needs a #! line, a binary must be built for this machine"
+        )
+    return f"cannot run program {shown}: {err.strerror or err}"
+
+
+def _interpreter(path: str) -> str:
+    """The program named on a script's #! line (never more of the file)."""
+    try:
+        with open(path, "rb") as script:
+            first = script.readline(256)
+    except OSError:
+        return "?"
+    words = first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
+    return words[0] if words else "?"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _said(out: bytes | None, err: bytes | None) -> str:
+    """What the program said, for the middle of a message."""
+    last = _last_words(out, err)
+    return f"said {last}" if last else "wrote nothing to stderr"
+
+
+def _last_words(out: bytes | None, err: bytes | None) -> str:
+    """The program's last line on stderr (else stdout), quoted, or ''."""
+    line = _last_line(err) or _last_line(out)
+    return f'"{line}"' if line else ""
 
 
 def _last_line(data: bytes | None) -> str:

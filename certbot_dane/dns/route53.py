@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import re
 import time
@@ -40,7 +41,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TLSA
 
 from ..tlsa import Record
-from .base import Outcomes, RecordStore, RRsetView, StoreError, raise_first
+from .base import Outcomes, RecordStore, RRsetView, SoftStoreError, StoreError, raise_first
 
 if TYPE_CHECKING:
     from ..state import Settings
@@ -49,9 +50,16 @@ logger = logging.getLogger(__name__)
 
 #: change batches tried per operation before giving up on a busy RRset
 SWAP_ATTEMPTS = 5
-#: HTTP attempts per API call (botocore's standard retry mode, which also
-#: backs off on throttling and PriorRequestNotComplete)
+#: HTTP attempts per API call, the first included (botocore's standard retry
+#: mode, which also backs off on Throttling and PriorRequestNotComplete)
 HTTP_ATTEMPTS = 3
+#: The IAM actions the store calls, in the order a change needs them.
+IAM_ACTIONS = (
+    "ListHostedZones",
+    "ListResourceRecordSets",
+    "ChangeResourceRecordSets",
+    "GetChange",
+)
 #: how long to wait for a change to be INSYNC; not reaching it is no error,
 #: since whether records are live is decided by the observer, not the store
 SYNC_TIMEOUT = 120.0
@@ -131,6 +139,8 @@ class Route53Store(RecordStore):
         self._client = client
         self._zones: list[_Zone] | None = None
         self._zone_of: dict[str, _Zone] = {}
+        #: where the credentials came from, in the operator's words (see _source)
+        self._source = _DEFAULT_SOURCE
 
     @classmethod
     def from_settings(
@@ -148,7 +158,7 @@ class Route53Store(RecordStore):
             config = botocore.config.Config(
                 connect_timeout=self.timeout,
                 read_timeout=self.timeout,
-                retries={"max_attempts": self.http_attempts, "mode": "standard"},
+                retries={"total_max_attempts": self.http_attempts, "mode": "standard"},
             )
             # Route 53 is global: without a configured region botocore picks
             # its global endpoint, but cannot sign for an explicit endpoint
@@ -157,6 +167,8 @@ class Route53Store(RecordStore):
             self._client = session.client(
                 "route53", endpoint_url=self.endpoint_url, region_name=region, config=config
             )
+            # Creating the client loaded (and cached) the credentials.
+            self._source = _source(session)
         return self._client
 
     def _where(self) -> str:
@@ -167,11 +179,7 @@ class Route53Store(RecordStore):
         try:
             answer = getattr(self.client(), method)(**kwargs)
         except botocore.exceptions.ClientError as err:
-            code, reason = _client_reason(err)
-            message = f"route53 store: cannot {what} at {owner}: {reason}"
-            if code == "InvalidChangeBatch":
-                raise _Rejected(message) from None
-            raise StoreError(message) from None
+            raise self._refused(err, what, owner, kwargs.get("HostedZoneId")) from None
         except (
             botocore.exceptions.BotoCoreError,
             botocore.parsers.ResponseParserError,
@@ -182,6 +190,31 @@ class Route53Store(RecordStore):
         if not isinstance(answer, dict):
             raise self._malformed(what, owner)
         return answer
+
+    def _refused(
+        self,
+        err: botocore.exceptions.ClientError,
+        what: str,
+        owner: str,
+        zone_id: str | None,
+    ) -> StoreError:
+        """The error answer of one call as the operator's one line: what
+        failed, why, and what to change. A soft error where Route 53 asked
+        to slow down: botocore retried already, and the next check will."""
+        refusal = _Refusal.of(err)
+        zone = self._zone_label(zone_id)
+        soft, reason = refusal.reason(zone, self._source)
+        message = f"route53 store: cannot {what} at {owner}: {reason}"
+        if refusal.code == "InvalidChangeBatch":
+            return _Rejected(message)
+        return SoftStoreError(message) if soft else StoreError(message)
+
+    def _zone_label(self, zone_id: str | None) -> str:
+        """``hosted zone example.com. (Z123)``, as the operator finds it in the console."""
+        if not zone_id:
+            return ""
+        names = [z.name for z in self._zones or [] if z.id == zone_id]
+        return f"hosted zone {names[0]} ({zone_id})" if names else f"hosted zone {zone_id}"
 
     def _malformed(self, what: str, owner: str, detail: str = "") -> StoreError:
         extra = f" ({detail})" if detail else ""
@@ -235,12 +268,14 @@ class Route53Store(RecordStore):
             name = dns.name.from_text(owner)
         except dns.exception.DNSException:
             raise StoreError(f"route53 store: cannot {what} at {owner}: not a DNS name") from None
-        matches = [z for z in self._hosted_zones(what, owner) if name.is_subdomain(z.name)]
+        zones = self._hosted_zones(what, owner)
+        matches = [z for z in zones if name.is_subdomain(z.name)]
         pool = [z for z in matches if not z.private] or matches
         if not pool:
             raise StoreError(
-                f"route53 store: cannot {what} at {owner}: no hosted zone of this AWS "
-                "account contains the name"
+                f"route53 store: cannot {what} at {owner}: no hosted zone contains the name "
+                f"({len(zones)} listed with the credentials from {self._source}); create the "
+                "zone in Route 53, or use the credentials of the AWS account that holds it"
             )
         depth = max(len(z.name) for z in pool)
         best = sorted((z for z in pool if len(z.name) == depth), key=lambda z: z.id)
@@ -337,10 +372,10 @@ class Route53Store(RecordStore):
                 failed[owner] = err
                 continue
             zones.setdefault(zone.id, (zone, []))[1].append(owner)
-        sent: list[tuple[str, str, dict[str, Any] | None]] = []
+        sent: list[_Sent] = []
         for zone, owners in zones.values():
             sent += self._swap_zone(zone, {o: edits[o] for o in owners}, failed)
-        self._wait_insync(sent)
+        self._wait_insync(sent, failed)
         return [
             next((failed[r.owner] for r in [*plus, *minus] if r.owner in failed), None)
             for plus, minus, _ in items
@@ -348,7 +383,7 @@ class Route53Store(RecordStore):
 
     def _swap_zone(
         self, zone: _Zone, edits: dict[str, _Edit], failed: dict[str, StoreError]
-    ) -> Sequence[tuple[str, str, dict[str, Any] | None]]:
+    ) -> Sequence[_Sent]:
         """Swap the owners of one zone, a batch at a time; failures go to ``failed``."""
         current = self._read_all(zone, edits, failed)
         sent = []
@@ -361,7 +396,8 @@ class Route53Store(RecordStore):
             except StoreError as err:
                 failed.update((o, err) for o in owners)
                 continue
-            sent.append((where, what, answer))
+            if answer is not None:
+                sent.append(_Sent(owners, where, what, answer))
         return sent
 
     def _read_all(
@@ -410,40 +446,71 @@ class Route53Store(RecordStore):
                     current[owner] = self._read(zone, owner, edit.what)
         raise StoreError(f"{last} (rejected {self.swap_attempts} times; try again)")
 
-    def _wait_insync(self, changes: Sequence[tuple[str, str, dict[str, Any] | None]]) -> None:
+    def _wait_insync(self, changes: Sequence[_Sent], failed: dict[str, StoreError]) -> None:
         """Poll GetChange until Route 53 has the changes on all its servers.
 
         All changes are sent first and then waited for together, bounded by
-        ``sync_timeout``; running out is logged, not raised.
+        ``sync_timeout``; running out is logged, not raised. A GetChange that
+        fails (a policy without route53:GetChange) fails the owners of that
+        change: their records were written, and the next check finds them.
         """
         deadline = time.monotonic() + self.sync_timeout
-        delay, longest = self.poll_interval
-        for owner, what, answer in changes:
-            if answer is None:
-                continue
+        poll = _Poll(*self.poll_interval)
+        for change in changes:
             try:
-                info = answer["ChangeInfo"]
-                change_id, status = str(info["Id"]), str(info["Status"])
-            except (KeyError, TypeError):
-                raise self._malformed(what, owner, "change info") from None
-            while status != "INSYNC":
-                if time.monotonic() + delay > deadline:
-                    logger.info(
-                        "route53: change %s at %s still %s after %.0f s; whether the records "
-                        "are live is checked at the name servers",
-                        change_id,
-                        owner,
-                        status,
-                        self.sync_timeout,
-                    )
+                if not self._wait_one(change, deadline, poll):
                     return
-                time.sleep(delay)
-                delay = min(delay * 2, longest)
-                reply = self._call(what, owner, "get_change", Id=change_id)
-                try:
-                    status = str(reply["ChangeInfo"]["Status"])
-                except (KeyError, TypeError):
-                    raise self._malformed(what, owner, "change status") from None
+            except StoreError as err:
+                failed.update((o, err) for o in change.owners)
+
+    def _wait_one(self, change: _Sent, deadline: float, poll: _Poll) -> bool:
+        """Wait for one change; False when the deadline passed first."""
+        what, where = change.what, change.where
+        try:
+            info = change.answer["ChangeInfo"]
+            change_id, status = str(info["Id"]), str(info["Status"])
+        except (KeyError, TypeError):
+            raise self._malformed(what, where, "change info") from None
+        while status != "INSYNC":
+            if time.monotonic() + poll.delay > deadline:
+                logger.info(
+                    "route53: change %s at %s still %s after %.0f s; whether the records "
+                    "are live is checked at the name servers",
+                    change_id,
+                    where,
+                    status,
+                    self.sync_timeout,
+                )
+                return False
+            poll.wait()
+            reply = self._call(what, where, "get_change", Id=change_id)
+            try:
+                status = str(reply["ChangeInfo"]["Status"])
+            except (KeyError, TypeError):
+                raise self._malformed(what, where, "change status") from None
+        return True
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A change batch Route 53 accepted, for the owner names it holds."""
+
+    owners: Sequence[str]
+    where: str
+    what: str
+    answer: dict[str, Any]
+
+
+@dataclass
+class _Poll:
+    """The pause between GetChange polls: doubling, up to ``longest``."""
+
+    delay: float
+    longest: float
+
+    def wait(self) -> None:
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.longest)
 
 
 @dataclass
@@ -550,50 +617,172 @@ def _parse(owner: str, value: str) -> Record:
     return Record.from_rdata(owner, rdata)
 
 
-_CLIENT_REASONS = {
-    "InvalidClientTokenId": "AWS does not know the access key; check the credentials of the "
-    "user running certbot",
-    "UnrecognizedClientException": "AWS does not know the access key; check the credentials "
-    "of the user running certbot",
-    "SignatureDoesNotMatch": "AWS rejected the request signature; check the secret access key",
-    "IncompleteSignature": "AWS rejected the request signature; check the credentials",
-    "ExpiredToken": "the AWS session token has expired",
-    "ExpiredTokenException": "the AWS session token has expired",
-    "RequestExpired": "the request expired; check the system clock",
-    "NoSuchHostedZone": "the hosted zone does not exist (any more)",
-    "Throttling": "Route 53 throttled the requests; try again later",
-    "PriorRequestNotComplete": "Route 53 is still busy with an earlier change; try again later",
-}
+_DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
+_UNKNOWN_KEY = frozenset({"InvalidClientTokenId", "UnrecognizedClientException"})
+_EXPIRED = frozenset({"ExpiredToken", "ExpiredTokenException"})
+_CLOCK = frozenset({"RequestExpired", "RequestTimeTooSkewed"})
+_THROTTLED = frozenset({"Throttling", "ThrottlingException"})
+#: Where credentials came from when boto3 does not say.
+_DEFAULT_SOURCE = "the credential chain of the user running certbot"
+#: The identity an AccessDenied message names ("User: arn:aws:iam::1234...:user/certbot").
+_PRINCIPAL = re.compile(r"\barn:aws[a-z-]*:(?:iam|sts)::\d{12}:[\w+=,.@/-]+")
 
 
-def _client_reason(err: botocore.exceptions.ClientError) -> tuple[str, str]:
-    """(error code, short reason) for an error answer from the API."""
-    response: dict[str, Any] = getattr(err, "response", None) or {}
-    error = response.get("Error") or {}
-    if not error.get("Code"):
-        # moto nests its authentication errors where botocore does not look
-        error = (response.get("Errors") or {}).get("Error") or error
-    code = str(error.get("Code") or "")
-    if not code and "Messages" in response:
-        # Route 53 may answer <InvalidChangeBatch><Messages>..., a body that
-        # botocore parses into neither a code nor a message.
-        code = "InvalidChangeBatch"
-    message = _clean(str(error.get("Message") or ""))
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    action = getattr(err, "operation_name", "") or "the call"
-    if code in ("AccessDenied", "AccessDeniedException"):
-        return code, f"access denied: the IAM policy does not allow route53:{action}"
-    if code == "InvalidChangeBatch":
-        return code, f"Route 53 rejected the change: {message}" if message else (
-            "Route 53 rejected the change (InvalidChangeBatch)"
+@dataclass(frozen=True)
+class _Refusal:
+    """An error answer of the Route 53 API, as botocore parsed it."""
+
+    code: str
+    #: Route 53's own text, one line with any key removed
+    message: str
+    #: the API action, which is also the IAM action after ``route53:``
+    action: str
+    status: int | None
+    #: HTTP attempts made, botocore's retries included
+    attempts: int
+
+    @classmethod
+    def of(cls, err: botocore.exceptions.ClientError) -> _Refusal:
+        response: dict[str, Any] = getattr(err, "response", None) or {}
+        error = response.get("Error") or {}
+        if not error.get("Code"):
+            # moto nests its authentication errors where botocore does not look
+            error = (response.get("Errors") or {}).get("Error") or error
+        code = str(error.get("Code") or "")
+        if not code and "Messages" in response:
+            # Route 53 may answer <InvalidChangeBatch><Messages>..., a body that
+            # botocore parses into neither a code nor a message.
+            code = "InvalidChangeBatch"
+        meta = response.get("ResponseMetadata") or {}
+        if code == str(meta.get("HTTPStatusCode")):
+            code = ""  # botocore's stand-in for a body without an error code
+        return cls(
+            code,
+            _clean(str(error.get("Message") or "")),
+            getattr(err, "operation_name", "") or "",
+            meta.get("HTTPStatusCode"),
+            int(meta.get("RetryAttempts") or 0) + 1,
         )
-    if code in _CLIENT_REASONS:
-        return code, _CLIENT_REASONS[code]
-    if code:
-        return code, f"{code}: {message}" if message else code
-    if status in (401, 403):
-        return "", f"access refused (HTTP {status}); check the AWS credentials and IAM policy"
-    return "", f"unexpected answer (HTTP {status})" if status else "unexpected answer"
+
+    def reason(self, zone: str, source: str) -> tuple[bool, str]:
+        """(soft, what failed, why and what to change), in the operator's terms.
+
+        ``zone`` labels the hosted zone of the call, if it had one; ``source``
+        says where the credentials came from.
+        """
+        code, tries = self.code, _attempts(self.attempts)
+        if code in _DENIED:
+            return False, self._denied(zone, source)
+        if code in _THROTTLED:
+            return True, (
+                f"Route 53 throttled the requests ({code}) {tries}; the next check retries "
+                "(Route 53 allows five requests a second per AWS account, shared by every "
+                "tool that uses the account)"
+            )
+        if code == "PriorRequestNotComplete":
+            return True, (
+                f"Route 53 was still applying an earlier change to {zone or 'the hosted zone'} "
+                f"(PriorRequestNotComplete) {tries}; the next check retries"
+            )
+        skewed = code == "SignatureDoesNotMatch" and "expired" in self.message.lower()
+        if skewed or code in _CLOCK:
+            return False, (
+                f"AWS refused the request as signed at the wrong time ({code}): this host's "
+                "clock is off; synchronise it (chrony, systemd-timesyncd)"
+            )
+        return False, self._credentials(source) or self._other(zone)
+
+    def _denied(self, zone: str, source: str) -> str:
+        found = _PRINCIPAL.search(self.message)
+        who = found.group(0) if found else f"the credentials from {source}"
+        resource = f" on {zone}" if zone else ""
+        needed = ", ".join(f"route53:{a}" for a in IAM_ACTIONS)
+        return (
+            f"AWS denied route53:{self.action}{resource} to {who} ({self.code}); allow it in "
+            f"the IAM policy of that user or role (the store needs {needed})"
+        )
+
+    def _credentials(self, source: str) -> str:
+        """The reason for a refusal of the credentials themselves, or ''."""
+        code = self.code
+        if code in _UNKNOWN_KEY:
+            return (
+                f"AWS does not know the access key from {source} ({code}): it was deleted, "
+                "deactivated or mistyped; put a current access key of the IAM user there"
+            )
+        if code == "SignatureDoesNotMatch":
+            return (
+                f"AWS rejected the request signature ({code}): the secret access key from "
+                f"{source} does not belong to its access key id; copy both from the same "
+                "IAM access key"
+            )
+        if code == "IncompleteSignature":
+            return f"AWS rejected the request signature ({code}); check the keys in {source}"
+        if code in _EXPIRED:
+            return (
+                f"the temporary AWS credentials from {source} have expired ({code}); renew "
+                "them, or use an access key or an instance role, which renew themselves"
+            )
+        if not code and self.status in (401, 403):
+            return (
+                f"AWS refused the request (HTTP {self.status}); check the credentials from "
+                f"{source} and the IAM policy of their user or role"
+            )
+        return ""
+
+    def _other(self, zone: str) -> str:
+        code, message = self.code, self.message
+        if code == "NoSuchHostedZone":
+            return (
+                f"{zone or 'the hosted zone'} no longer exists ({code}); it was deleted while "
+                "certbot-dane ran: check the account's hosted zones, then run again"
+            )
+        if code == "InvalidChangeBatch":
+            if message:
+                return f"Route 53 rejected the change: {message}"
+            return "Route 53 rejected the change (InvalidChangeBatch)"
+        if code:
+            return f"{code}: {message}" if message else code
+        return f"unexpected answer (HTTP {self.status})" if self.status else "unexpected answer"
+
+
+def _attempts(count: int) -> str:
+    return f"after {count} attempt{'s' if count != 1 else ''}"
+
+
+def _credentials_file() -> str:
+    """The shared credentials file boto3 reads, as a path the operator can open."""
+    return os.path.expanduser(os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials")
+
+
+def _config_file() -> str:
+    return os.path.expanduser(os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config")
+
+
+def _source(session: boto3.session.Session) -> str:
+    """Where boto3 found the credentials, so that a message can say where to fix them.
+
+    Loads the credentials (boto3 caches them for the client made next);
+    never returns any part of a key.
+    """
+    try:
+        credentials = session.get_credentials()
+        profile = session.profile_name
+    except botocore.exceptions.BotoCoreError:
+        credentials, profile = None, "default"
+    method = str(getattr(credentials, "method", "") or "")
+    named = {
+        "env": "the environment (AWS_ACCESS_KEY_ID)",
+        "shared-credentials-file": f"{_credentials_file()} (profile {profile})",
+        "config-file": f"{_config_file()} (profile {profile})",
+        "iam-role": "the EC2 instance role",
+        "container-role": "the container role",
+        "assume-role": f"the role that profile {profile} assumes",
+        "assume-role-with-web-identity": "the web identity role (AWS_ROLE_ARN)",
+        "sso": f"the SSO login of profile {profile}",
+        "explicit": "the keys given to the store",
+    }
+    return named.get(method, _DEFAULT_SOURCE)
 
 
 def _botocore_reason(err: Exception, where: str) -> str:
@@ -601,11 +790,15 @@ def _botocore_reason(err: Exception, where: str) -> str:
     exc = botocore.exceptions
     if isinstance(err, exc.NoCredentialsError):
         return (
-            "no AWS credentials found; put them in ~/.aws/credentials of the user running "
-            "certbot, in the environment, or use an instance role"
+            "no AWS credentials found: boto3 looked in the environment (AWS_ACCESS_KEY_ID), "
+            f"{_credentials_file()}, {_config_file()} and for an instance or container role; "
+            f"put an access key in {_credentials_file()} or give the host a role"
         )
     if isinstance(err, exc.PartialCredentialsError):
-        return f"incomplete AWS credentials: {_clean(str(err))}"
+        return (
+            f"incomplete AWS credentials ({_clean(str(err))}); give both the access key id "
+            "and the secret access key"
+        )
     if isinstance(err, exc.ProfileNotFound | exc.ConfigNotFound | exc.ConfigParseError):
         return f"AWS configuration: {_clean(str(err))}"
     if isinstance(err, exc.CredentialRetrievalError):

@@ -1,0 +1,241 @@
+"""The DNS steps of a check, each done for every lineage of a round at once.
+
+Each function takes the lineages that the core sent to one kind of action
+and performs it with one batched call per store or observer: one update per
+zone, one burst of questions. Each lineage gets its own outcome; a failure
+stops only the lineages it concerns (see :class:`.run.Run`).
+"""
+from __future__ import annotations
+
+import logging
+
+from . import tlsa
+from .dns import StoreError
+from .dns.base import by_owner
+from .observe import Alias, AuditView, Observation, ObserveError
+from .rollover import (
+    Audit,
+    Audited,
+    Claimed,
+    Look,
+    Observe,
+    Observed,
+    Publish,
+    Published,
+    Resolve,
+    Resolved,
+    Retime,
+    Retimed,
+    Retire,
+    Retired,
+    Seen,
+)
+from .run import Run, by_observer, by_store, short, together
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RECORD_TTL = 3600
+
+
+def resolve_all(items: list[tuple[Run, Resolve]]) -> None:
+    """Find where each owner's records live (the end of its CNAME chain)."""
+    for observer, group in by_observer(items):
+        owners = sorted({o for _, action in group for o in action.owners})
+        found = together([run for run, _ in group], observer.aliases_many, owners)
+        if found is None:
+            continue
+        for run, action in group:
+            _resolved(run, {o: found[o] for o in action.owners})
+
+
+def _resolved(run: Run, found: dict[str, Alias | ObserveError]) -> None:
+    error = next((a for a in found.values() if isinstance(a, ObserveError)), None)
+    if error is not None:
+        run.fail(error)
+        return
+    aliases = {o: a.target for o, a in found.items() if isinstance(a, Alias)}
+    before = run.data.rollover.alias_map()
+    for owner, target in sorted(aliases.items()):
+        if target != owner and before.get(owner) != target:
+            run.note("alias", f"{owner} -> {target}")
+            logger.info("dane: lineage %s: %s is an alias of %s", run.name, owner, target)
+    ttl = max((a.ttl for a in found.values() if isinstance(a, Alias)), default=0)
+    run.advance(Resolved(aliases, ttl))
+
+
+def publish_all(items: list[tuple[Run, Publish]]) -> None:
+    """Claim, then add, the records of every lineage about to publish."""
+    for store, group in by_store(items):
+        records = {run: action.records for run, action in group}
+        priors = _prior_ttls(records)
+        ready = [run for run in records if not run.stopped]
+        owners = sorted({r.owner for run in ready for r in records[run]})
+        listed = together(ready, store.list_many, owners)
+        if listed is None:
+            continue
+        views = dict(zip(owners, listed, strict=True))
+        additions: list[tuple[Run, list[tlsa.Record], int]] = []
+        for run in ready:
+            mine = {owner: views[owner] for owner in by_owner(records[run])}
+            error = next((v for v in mine.values() if isinstance(v, StoreError)), None)
+            if error is not None:
+                run.fail(_where(run, error))
+                continue
+            present = frozenset().union(*(v.records for v in mine.values()))  # type: ignore[union-attr]
+            absent = records[run] - present
+            run.advance(Claimed(absent, priors.get(run), present))
+            for owner, group_ in by_owner(absent).items():
+                ttl = (
+                    run.data.settings.record_ttl
+                    or mine[owner].ttl  # type: ignore[union-attr]
+                    or DEFAULT_RECORD_TTL
+                )
+                additions.append((run, group_, ttl))
+        # Claims are durable before anything is added: a crash leaks nothing.
+        if ready:
+            ready[0].engine.save_all(ready)
+        batch = [(group_, ttl) for _, group_, ttl in additions]
+        errors = (together(ready, store.add_many, batch) if batch else None) or [None] * len(batch)
+        for (run, _, _), error in zip(additions, errors, strict=True):
+            if error is not None and not run.stopped:
+                run.fail(_where(run, error))
+        for run in ready:
+            if not run.stopped:
+                _published(run, records[run], priors.get(run))
+
+
+def _published(run: Run, records: frozenset[tlsa.Record], prior: int | None) -> None:
+    run.advance(Published(records, prior))
+    repaired = records & run.repairing
+    if repaired:
+        run.note("repaired", short(repaired))
+        run.step(f"repaired {len(repaired)} record(s) missing from DNS")
+        logger.warning(
+            "dane: lineage %s: repaired: re-published %d record(s) missing from DNS: %s",
+            run.name,
+            len(repaired),
+            short(repaired),
+        )
+    fresh = records - repaired
+    if fresh:
+        run.note("published", short(fresh))
+        run.step(f"published {len(fresh)} record(s)")
+
+
+def _where(run: Run, error: StoreError) -> StoreError:
+    """A store error for an aliased owner also says where the records go."""
+    aliases = {t: o for o, t in run.data.rollover.aliases if o != t}
+    for target, owner in aliases.items():
+        if target in str(error):
+            return type(error)(
+                f"TLSA owner {owner} is an alias (CNAME) of {target}, so its records go "
+                f"there: {error}"
+            )
+    return error
+
+
+def _prior_ttls(records: dict[Run, frozenset[tlsa.Record]]) -> dict[Run, int]:
+    """What caches may hold now at the owners about to get records."""
+    priors: dict[Run, int] = {}
+    for observer, group in by_observer(list(records.items())):
+        owners = [[r.owner for r in rs] for _, rs in group]
+        runs = [run for run, _ in group]
+        ttls = together(runs, observer.prior_ttl_many, owners)
+        for run, ttl in zip(runs, ttls or (), strict=ttls is not None):
+            if isinstance(ttl, ObserveError):
+                run.fail(ttl)
+            else:
+                priors[run] = ttl
+    return priors
+
+
+def observe_all(items: list[tuple[Run, Observe]]) -> None:
+    """Are the records being proven on every authoritative server, validated?"""
+    for observer, group in by_observer(items):
+        runs = [run for run, _ in group]
+        names = _names([run for run, _ in group])
+        seen = together(runs, observer.observe_many, [a.records for _, a in group], names)
+        for (run, action), observation in zip(group, seen or (), strict=seen is not None):
+            if isinstance(observation, ObserveError):
+                run.fail(observation)
+            else:
+                _observed(run, action, observation)
+
+
+def _names(runs: list[Run]) -> dict[str, list[str]]:
+    """Where the resolver is asked for records kept at an alias's target: the alias."""
+    names: dict[str, set[str]] = {}
+    for run in runs:
+        for owner, target in run.data.rollover.aliases:
+            names.setdefault(target, set()).add(owner)
+    return {target: sorted(owners) for target, owners in names.items()}
+
+
+def _observed(run: Run, action: Observe, seen: Observation) -> None:
+    before = run.data.rollover.visible_since
+    run.advance(Observed(action.records, seen.authoritative, seen.validated, seen.ttl))
+    after = run.data.rollover.visible_since
+    if before is None and after is not None:
+        run.note("visible", "on every authoritative server")
+    elif before is not None and after is None:
+        run.note("invisible", seen.detail)
+    look = Look(action.records, seen.validated, seen.ttl, seen.detail)
+    run.seen = Seen(look, run.seen.probed)
+
+
+def audit_all(items: list[tuple[Run, Audit]]) -> None:
+    """Is every wanted record still on every authoritative server? With what TTL?"""
+    for observer, group in by_observer(items):
+        runs = [run for run, _ in group]
+        views = together(runs, observer.audit_many, [a.records for _, a in group])
+        for (run, action), view in zip(group, views or (), strict=views is not None):
+            if isinstance(view, ObserveError):
+                run.fail(view)
+            else:
+                _audited(run, action, view)
+
+
+def _audited(run: Run, action: Audit, view: AuditView) -> None:
+    missing = (action.records & run.data.rollover.published) - view.present
+    run.advance(Audited(action.records, view.present, view.ttls))
+    if missing:
+        run.repairing |= missing
+        run.note("missing", short(missing))
+        logger.warning(
+            "dane: lineage %s: %d wanted record(s) missing from DNS, re-publishing: %s",
+            run.name,
+            len(missing),
+            short(missing),
+        )
+
+
+def retime_all(items: list[tuple[Run, Retime]]) -> None:
+    """Bring the TTL of the lineages' RRsets in line with the settings."""
+    for store, group in by_store(items):
+        runs = [run for run, _ in group]
+        errors = together(runs, store.retime_many, [(a.records, a.ttl) for _, a in group])
+        for (run, action), error in zip(group, errors or (), strict=errors is not None):
+            if error is not None:
+                run.fail(error)
+                continue
+            old = {o: t for o, t in run.data.rollover.stale_ttl}
+            owners = {r.owner for r in action.records}
+            run.advance(Retimed({o: old[o] for o in owners if o in old}))
+            text = ", ".join(f"{o} {old.get(o, '?')} s -> {action.ttl} s" for o in sorted(owners))
+            run.note("ttl", text)
+            run.step(f"changed the TTL at {len(owners)} owner name(s) to {action.ttl} s")
+
+
+def retire_all(items: list[tuple[Run, Retire]]) -> None:
+    for store, group in by_store(items):
+        runs = [run for run, _ in group]
+        # The records that stay: a store may wait for them to be up.
+        deletions = [(action.records, run.data.rollover.wanted()) for run, action in group]
+        errors = together(runs, store.delete_many, deletions)
+        for (run, action), error in zip(group, errors or (), strict=errors is not None):
+            if error is not None:
+                run.fail(error)
+                continue
+            run.advance(Retired(action.records))
+            run.note("retired", short(action.records))
+            run.step(f"retired {len(action.records)} record(s)")
