@@ -28,6 +28,7 @@ from .rollover import (
     Retimed,
     Retire,
     Retired,
+    Retiring,
     Seen,
 )
 from .run import Run, by_observer, by_store, short, together
@@ -227,8 +228,12 @@ def retime_all(items: list[tuple[Run, Retime]]) -> None:
 
 
 def retire_all(items: list[tuple[Run, Retire]]) -> None:
+    """Delete the records no version wants, once marked as going (see ``Retiring``)."""
     for store, group in by_store(items):
         runs = [run for run, _ in group]
+        for run, action in group:
+            run.advance(Retiring(action.records))
+        runs[0].engine.save_all(runs)
         # The records that stay: a store may wait for them to be up.
         deletions = [(action.records, run.data.rollover.wanted()) for run, action in group]
         errors = together(runs, store.delete_many, deletions)

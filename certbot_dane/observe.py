@@ -40,6 +40,8 @@ Address = tuple[str, int]
 
 #: Owners whose authoritative servers are looked up at once (without --dane-nameservers).
 ZONE_WORKERS = 16
+#: CNAMEs followed from a TLSA owner name before giving up (a loop, a misconfiguration).
+MAX_CHAIN = 8
 
 
 class ObserveError(Exception):
@@ -262,28 +264,64 @@ class Observer:
     def aliases_many(self, owners: Iterable[str]) -> dict[str, Alias | ObserveError]:
         """Where each owner name's TLSA records live: the end of its CNAME chain.
 
-        One question per owner to the validating resolver, which follows
-        the chain; an owner that is no alias maps to itself.
+        Asked of the authoritative servers, one hop (zone) at a time, never
+        of the resolver: a question there before the records exist would
+        leave a cached "no such record" that delays their validation. An
+        owner that is no alias maps to itself.
         """
-        names = sorted(set(owners))
-        questions = [_validate(owner, self.resolver) for owner in names]
-        answers = self._ask_all(questions)
         found: dict[str, Alias | ObserveError] = {}
-        for owner, answer in zip(names, answers, strict=True):
-            if isinstance(answer, ObserveError):
-                found[owner] = answer
-                continue
-            rcode = answer.rcode()
-            if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                found[owner] = ObserveError(
-                    f"the resolver {self.resolver[0]}:{self.resolver[1]} answered "
-                    f"{dns.rcode.to_text(rcode)} for TLSA at {owner} (DNSSEC validation "
-                    "fails, or the zone's servers do not answer)"
-                )
-                continue
-            target, ttl = chain_end(answer, owner)
-            found[owner] = Alias(target, ttl)
+        asking = {owner: owner for owner in set(owners)}
+        ttls = dict.fromkeys(asking, 0)
+        for _ in range(MAX_CHAIN):
+            if not asking:
+                return found
+            names = sorted(set(asking.values()))
+            servers = self._servers(names)
+            keys = [
+                (n, addresses[0])
+                for n in names
+                if not isinstance(addresses := servers[n], ObserveError)
+            ]
+            questions = [_tlsa(n, s, dnssec=False) for n, s in keys]
+            answers = dict(zip(keys, self._ask_all(questions), strict=True))
+            for owner, name in sorted(asking.items()):
+                step = self._hop(name, servers[name], answers)
+                if isinstance(step, ObserveError):
+                    found[owner] = step
+                    del asking[owner]
+                    continue
+                end, ttl = step
+                ttls[owner] = max(ttls[owner], ttl)
+                if end == name:
+                    found[owner] = Alias(end, ttls[owner])
+                    del asking[owner]
+                else:
+                    asking[owner] = end
+        for owner, name in asking.items():
+            found[owner] = ObserveError(
+                f"the CNAME chain from {owner} is longer than {MAX_CHAIN} names (at {name})"
+            )
         return found
+
+    @staticmethod
+    def _hop(
+        name: str,
+        servers: list[Address] | ObserveError,
+        answers: dict[tuple[str, Address], dns.message.Message | ObserveError],
+    ) -> tuple[str, int] | ObserveError:
+        """Where one authoritative answer sends ``name``: itself, or along its CNAMEs."""
+        if isinstance(servers, ObserveError):
+            return servers
+        server = servers[0]
+        answer = answers[(name, server)]
+        if isinstance(answer, ObserveError):
+            return answer
+        rcode = answer.rcode()
+        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            return ObserveError(
+                f"{server[0]}:{server[1]} answered {dns.rcode.to_text(rcode)} for TLSA at {name}"
+            )
+        return chain_end(answer, name)
 
     def _judge(
         self,

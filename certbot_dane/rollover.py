@@ -345,6 +345,19 @@ class Probed:
 
 
 @dataclass(frozen=True)
+class Retiring:
+    """These records are about to be deleted: no longer published, nor live.
+
+    Saved before the delete, as a claim is before an add: after a crash
+    between the delete and :class:`Retired`, a record wanted again (a
+    version back on an old key, an issuer back in the bundle) is published
+    again instead of being taken for present.
+    """
+
+    records: frozenset[Record]
+
+
+@dataclass(frozen=True)
 class Retired:
     records: frozenset[Record]
 
@@ -406,6 +419,7 @@ Outcome = (
     | Switched
     | Reloaded
     | Probed
+    | Retiring
     | Retired
     | Audited
     | Retimed
@@ -626,6 +640,10 @@ def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State
             return replace(state, reload_due=False, last_error=None, last_error_kind=None)
         case Probed(endpoints):
             return _probed(state, endpoints, now)
+        case Retiring(records):
+            return replace(
+                state, published=state.published - records, live=state.live - records
+            )
         case Retired(records):
             return replace(
                 state,

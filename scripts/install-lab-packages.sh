@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the loopback test lab needs (BIND 9, Knot,
 # PowerDNS with its SQLite backend, Unbound, Pebble, Postfix, dig/nsupdate,
-# DNSSEC tools, ldns-dane, openssl).
+# DNSSEC tools, ldns-dane, openssl), and Exim 4 unpacked privately (see below).
 #
 # Idempotent: does nothing when every tool is already there. The lab runs its
 # own daemons on free loopback ports with its own config files, so the system
@@ -75,6 +75,109 @@ stop_service() {
         service "$svc" stop >/dev/null 2>&1 || true
     fi
 }
+
+# --- Exim ------------------------------------------------------------------
+# Exim 4 cannot be installed next to Postfix (both are a mail-transport-agent),
+# so Debian's packages are unpacked into a lab directory instead and the lab
+# runs private instances from there (tests/lab/exim.py). Only the libraries
+# Exim links against are installed with apt, and the Debian-exim user and
+# group are created as the package's maintainer scripts create them. Nothing
+# is unpacked outside EXIM_ROOT; no system configuration, spool or log is made.
+EXIM_ROOT=${CERTBOT_DANE_EXIM_ROOT:-/opt/certbot-dane-lab/exim4}
+EXIM_PACKAGES=(exim4-daemon-light exim4-base exim4-config)
+EXIM_USER=Debian-exim
+# Written last: its presence means the unpack is complete.
+EXIM_MARKER="$EXIM_ROOT/.packages"
+
+exim_complete() {
+    [ -f "$EXIM_MARKER" ] && [ -x "$EXIM_ROOT/usr/sbin/exim4" ]
+}
+
+exim_user_exists() {
+    getent passwd "$EXIM_USER" >/dev/null && getent group "$EXIM_USER" >/dev/null
+}
+
+# The unpacked binary runs: it finds its libraries and its user (an empty
+# configuration is a valid one).
+exim_runs() {
+    "$EXIM_ROOT/usr/sbin/exim4" -C /dev/null -bV >/dev/null 2>&1
+}
+
+# The library packages a .deb depends on (first of each alternative), one a line.
+deb_libraries() {
+    dpkg-deb -f "$1" Depends | tr ',' '\n' | sed -e 's/|.*//' -e 's/(.*//' -e 's/[[:space:]]//g' |
+        grep '^lib' || true
+}
+
+package_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+unpack_exim() {
+    local tmp deb lib
+    local -a libs=() missing_libs=()
+    case "$EXIM_ROOT" in
+        /*/*) ;;
+        *) echo "exim: EXIM_ROOT must be an absolute path below a directory: $EXIM_ROOT" >&2
+           exit 1 ;;
+    esac
+    if [ -e "$EXIM_ROOT" ] && [ ! -x "$EXIM_ROOT/usr/sbin/exim4" ]; then
+        echo "exim: $EXIM_ROOT exists but holds no unpacked Exim; remove it or set" \
+            "CERTBOT_DANE_EXIM_ROOT to another directory" >&2
+        exit 1
+    fi
+    tmp=$(mktemp -d)
+    # apt-get download runs as _apt where it can: let it write there.
+    chmod 0755 "$tmp"
+    if getent passwd _apt >/dev/null; then chown _apt "$tmp"; fi
+    (cd "$tmp" && apt-get download "${EXIM_PACKAGES[@]}") ||
+        { apt-get update && (cd "$tmp" && apt-get download "${EXIM_PACKAGES[@]}"); }
+    mkdir -p "$(dirname "$EXIM_ROOT")"
+    rm -rf "$EXIM_ROOT.new"
+    mkdir -m 0755 "$EXIM_ROOT.new"
+    for deb in "$tmp"/*.deb; do
+        dpkg-deb -x "$deb" "$EXIM_ROOT.new"
+        mapfile -t -O "${#libs[@]}" libs < <(deb_libraries "$deb")
+        dpkg-deb -W --showformat='${Package} ${Version}\n' "$deb" >>"$EXIM_ROOT.new/.packages.tmp"
+    done
+    for lib in $(printf '%s\n' "${libs[@]}" | sort -u); do
+        package_installed "$lib" || missing_libs+=("$lib")
+    done
+    if [ "${#missing_libs[@]}" -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+            "${missing_libs[@]}"
+    fi
+    mv "$EXIM_ROOT.new/.packages.tmp" "$EXIM_ROOT.new/.packages"
+    rm -rf "$EXIM_ROOT"
+    mv "$EXIM_ROOT.new" "$EXIM_ROOT"
+    rm -rf "$tmp"
+}
+
+install_exim() {
+    if exim_complete && exim_user_exists && exim_runs; then
+        echo "exim: present in $EXIM_ROOT"
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "exim missing or incomplete in $EXIM_ROOT (or no $EXIM_USER user):" \
+            "run scripts/install-lab-packages.sh as root" >&2
+        exit 1
+    fi
+    exim_complete || unpack_exim
+    if ! exim_user_exists; then
+        # As exim4-base's postinst does.
+        adduser --system --group --quiet --home /var/spool/exim4 \
+            --no-create-home --disabled-login --force-badname "$EXIM_USER"
+    fi
+    if ! exim_runs; then
+        echo "exim: $EXIM_ROOT/usr/sbin/exim4 does not run:" >&2
+        "$EXIM_ROOT/usr/sbin/exim4" -C /dev/null -bV >&2 || true
+        exit 1
+    fi
+    echo "exim: unpacked $(paste -sd',' "$EXIM_MARKER") into $EXIM_ROOT"
+}
+
+install_exim
 
 mapfile -t missing < <(missing_packages)
 if [ "${#missing[@]}" -eq 0 ]; then

@@ -62,8 +62,10 @@ def test_served_records_removed_by_hand_pins_the_visible_pending(
     assert dep.served() == 2
     s = dep.lineage_file.rollover
     assert s.served.number == 2 and s.pending is None  # type: ignore[union-attr]
-    assert dep.cli("check").returncode == 0
-    assert dep.status()["state"] == "settled"
+    # Visible now is not yet live for every cache: its records are proven
+    # (a hold) before the lineage counts as settled; the links stay.
+    dep.check_until_switched(2, interval=1.0)
+    assert dep.served() == 2
 
 
 def test_a_record_deleted_by_hand_is_published_again(dep: CliDeployment, lab: Lab) -> None:
@@ -85,7 +87,7 @@ def test_nothing_to_do(dep: CliDeployment) -> None:
     dep.issue()
     before = dep.snapshot()
     done = dep.cli("reset", "--cert-name", dep.host)
-    assert done.returncode == 0
+    assert done.returncode == 0, done.stderr
     assert "nothing to do" in done.stdout
     assert dep.snapshot() == before
 

@@ -66,6 +66,7 @@ from certbot_dane.rollover import (
     Retimed,
     Retire,
     Retired,
+    Retiring,
     Seen,
     State,
     Switch,
@@ -485,6 +486,8 @@ class World:
                         assert records <= self.ever_claimed, "retiring a record never claimed"
                         assert not records & self.foreign, "retiring a foreign record"
                         assert records <= self.state.owned
+                        self.persist(Retiring(records))
+                        gap()
                         if dns_op():
                             return fail("delete")
                         for owner in {r.owner for r in records}:
@@ -934,3 +937,20 @@ VANISHED_WHILE_PROVEN = Scenario(
 def test_a_record_deleted_while_it_is_proven_is_published_again():
     world = run_scenario(VANISHED_WHILE_PROVEN)
     assert world.versions[1].records <= world.primary_records()
+
+
+# Found by a deeper search: a crash between the delete of a retired record and
+# Retired left the state saying the record was published; when a later
+# version wanted it again (an issuer record at an owner name that came back),
+# it was never published and the rollover waited for it forever.
+RETIRED_THEN_WANTED = Scenario(
+    Params(ttl=300, foreign_ttl=3600, neg_ttl=3600, foreign_at=2, collide=False,
+           first_owners=1, lags=(0,), margin=60, reload=False, issuers=True),
+    (("renew", "new", 3, None, None, 0), ("renew", "new", 3, None, None, 0),
+     ("renew", "new", 3, None, None, 0), ("renew", "new", 1, None, 6, 0),
+     ("renew", "new", 3, None, None, 0)),
+)
+
+
+def test_a_record_retired_in_a_crash_is_published_again_when_wanted():
+    run_scenario(RETIRED_THEN_WANTED)

@@ -3,8 +3,9 @@
 ``dane_check`` does what a DANE-aware SMTP client does: it asks a validating
 resolver for the TLSA RRset (an answer without AD is not usable) and
 verifies the server's certificate against every record of it with
-``openssl s_client -dane_tlsa_rrdata``. ``Prober`` repeats that in the
-background so a test can show that no client ever saw a mismatch.
+``openssl s_client -dane_tlsa_rrdata``, over plain TLS or, as a sending MTA
+does, after SMTP STARTTLS (``starttls="smtp"``). ``Prober`` repeats that in
+the background so a test can show that no client ever saw a mismatch.
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ _OPENSSL_REASONS = (
     "certificate has expired",
     "unable to get local issuer certificate",
 )
+
+# What openssl prints when STARTTLS itself goes wrong, and what it means.
+_STARTTLS_REASONS = (
+    ("Didn't find STARTTLS in server response", "server did not offer STARTTLS"),
+    # The server answered STARTTLS with an error (e.g. 454) and openssl
+    # started TLS anyway: the server's next reply is plain text.
+    ("wrong version number", "server refused STARTTLS (no TLS after the STARTTLS reply)"),
+)
+
+# The EHLO name openssl's SMTP STARTTLS sends (its default is mail.example.com).
+EHLO_NAME = "probe.dane.test"
 
 
 @dataclass(frozen=True)
@@ -94,23 +106,23 @@ def dane_check(
     *,
     address: str = "127.0.0.1",
     timeout: float = 10.0,
+    starttls: str | None = None,
 ) -> ProbeResult:
     """Check that the TLS service at ``address``:``port`` matches the
-    validated TLSA records at ``owner`` (e.g. ``_25._tcp.mail.dane.test.``)."""
+    validated TLSA records at ``owner`` (e.g. ``_25._tcp.mail.dane.test.``).
+
+    ``starttls`` is a protocol of ``openssl s_client -starttls`` ("smtp"):
+    the handshake then follows the protocol's STARTTLS, as a DANE sender
+    talks to port 25; None is TLS from the first byte.
+    """
     records, reason = query_tlsa(owner, resolver, timeout=min(timeout, 3.0))
     if records is None:
         return ProbeResult(False, reason)
     openssl = shutil.which("openssl") or "openssl"
-    argv = [
-        openssl,
-        "s_client",
-        "-connect",
-        f"{address}:{port}",
-        "-servername",
-        host,
-        "-dane_tlsa_domain",
-        host,
-    ]
+    argv = [openssl, "s_client", "-connect", f"{address}:{port}"]
+    if starttls is not None:
+        argv += ["-starttls", starttls, "-name", EHLO_NAME]
+    argv += ["-servername", host, "-dane_tlsa_domain", host]
     for record in records:
         argv += ["-dane_tlsa_rrdata", record]
     argv += ["-verify_return_error", "-brief"]
@@ -131,10 +143,15 @@ def dane_check(
             (line.strip() for line in output.splitlines() if "DANE TLSA" in line), "verified"
         )
         return ProbeResult(True, matched, records, output)
-    return ProbeResult(False, _openssl_reason(output, result.returncode), records, output)
+    reason = _openssl_reason(output, result.returncode, starttls=starttls is not None)
+    return ProbeResult(False, reason, records, output)
 
 
-def _openssl_reason(output: str, returncode: int) -> str:
+def _openssl_reason(output: str, returncode: int, *, starttls: bool = False) -> str:
+    if starttls:
+        for known, meaning in _STARTTLS_REASONS:
+            if known in output:
+                return meaning
     for known in _OPENSSL_REASONS:
         if known in output:
             return known
@@ -146,7 +163,8 @@ def _openssl_reason(output: str, returncode: int) -> str:
 
 
 class Prober:
-    """Run ``dane_check`` every ``interval_ms`` in a background thread."""
+    """Run ``dane_check`` every ``interval_ms`` in a background thread
+    (after STARTTLS when ``starttls`` names a protocol, e.g. "smtp")."""
 
     def __init__(
         self,
@@ -157,6 +175,7 @@ class Prober:
         *,
         interval_ms: int = 300,
         address: str = "127.0.0.1",
+        starttls: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -164,6 +183,7 @@ class Prober:
         self.owner = owner
         self.interval = interval_ms / 1000.0
         self.address = address
+        self.starttls = starttls
         self._samples: list[Sample] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -193,7 +213,12 @@ class Prober:
             began = time.monotonic()
             try:
                 result = dane_check(
-                    self.host, self.port, self.resolver, self.owner, address=self.address
+                    self.host,
+                    self.port,
+                    self.resolver,
+                    self.owner,
+                    address=self.address,
+                    starttls=self.starttls,
                 )
                 sample = Sample(began, result.ok, result.reason)
             except Exception as exc:  # a probe error is a failed sample, not a dead prober
