@@ -173,7 +173,8 @@ zone:
     def start(self) -> None:
         # knotd refuses to start while its pid file names a live process. A
         # server killed outright leaves the file behind; once our own process
-        # is gone, the file is stale.
+        # is gone, the file is stale. The configuration is written again: the
+        # zone file is read only until the journal holds the zone.
         if not self.running:
             self.pid_file.unlink(missing_ok=True)
             self.conf.write_text(self._knot_conf(), encoding="utf-8")
