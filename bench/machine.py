@@ -29,6 +29,7 @@ def main() -> int:
         ("dnspython", metadata.version("dnspython")),
         ("BIND", _first_line([find_tool("named"), "-v"])),
         ("Unbound", _first_line([find_tool("unbound"), "-V"])),
+        ("Knot DNS", _first_line([find_tool("knotd"), "--version"])),
         ("OpenSSL", _first_line(["openssl", "version"])),
         ("load average (1/5/15 min)", load_average()),
     ]

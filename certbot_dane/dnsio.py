@@ -6,7 +6,10 @@ after another (or on a handful of threads) they cost one round trip each.
 keeps its own random source port and ID), and collects the answers as they
 arrive, with at most ``limit`` in flight. An answer that does not match its
 question (wrong source, wrong ID or question) is ignored, as ``dns.query``
-does; a truncated one is asked again over TCP.
+does; a truncated one is asked again over TCP. A signed question whose answer
+fails TSIG (the server did not take the key, or the answer does not verify)
+gets that error as its answer, as ``dns.query.udp`` raises it: waiting on
+would only turn a wrong key into a timeout.
 
 Messages are built and parsed by dnspython; nothing here writes wire data.
 """
@@ -22,9 +25,19 @@ import dns.exception
 import dns.inet
 import dns.message
 import dns.query
+import dns.tsig
 
 Address = tuple[str, int]
 Answer = dns.message.Message | Exception
+
+#: What dnspython raises when a signed answer's TSIG says no.
+TSIG_ERRORS = (
+    dns.tsig.PeerError,
+    dns.tsig.BadSignature,
+    dns.tsig.BadKey,
+    dns.tsig.BadAlgorithm,
+    dns.tsig.BadTime,
+)
 
 #: Sockets open at once, whatever the descriptor limit allows.
 MAX_IN_FLIGHT = 256
@@ -139,6 +152,9 @@ def _receive(
         )
     except dns.message.Truncated:
         return True  # answers[index] stays None: asked again over TCP
+    except TSIG_ERRORS as err:
+        answers[index] = err
+        return True
     except dns.exception.DNSException:
         return False
     if not query.is_response(response):

@@ -9,6 +9,11 @@ A TLSA owner name may be an alias (RFC 7671 section 7): its records then
 live at the end of a CNAME chain. :meth:`Observer.aliases_many` finds where;
 the authoritative servers are asked at that target (in the target's zone),
 and the resolver at the original name, as a DANE client asks.
+
+A truncated answer is never taken for the whole one: it is asked again over TCP
+(:mod:`.dnsio`). Knot DNS fills a UDP answer too small for an RRset and its
+RRSIG with the RRset alone, so taken as it is, a large TLSA set would look
+unsigned and never become visible.
 """
 from __future__ import annotations
 

@@ -129,8 +129,9 @@ def exercise(
     try:
         store.add([record], ttl)
     except StoreError as err:
-        # Name the file to fix: a library's words may say only "bad signature".
-        fix = f" (credentials {plan.credentials})" if plan.credentials else ""
+        # Name the file to fix, unless the store's message already does.
+        named = plan.credentials and plan.credentials in str(err)
+        fix = f" (credentials {plan.credentials})" if plan.credentials and not named else ""
         raise WriteTestFailed(
             f"write test failed adding the test record: {err}{fix}"
             f"{_clean_up(store, record, plan.keep)}"

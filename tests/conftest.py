@@ -1,5 +1,6 @@
 """Shared fixtures: one loopback lab (BIND 9, Unbound, Pebble) per test session,
-and one with PowerDNS as the authoritative server for the tests that ask for it."""
+and one each with Knot DNS and PowerDNS as the authoritative server for the
+tests that ask for them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -19,3 +20,9 @@ def lab(lab_fixture: Lab) -> Lab:  # noqa: F811 - the imported fixture, by name
 def pdns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The lab with PowerDNS Authoritative (SQLite, RFC 2136 and the HTTP API)."""
     yield from running_lab(tmp_path_factory.mktemp("pdns_lab"), authority="pdns")
+
+
+@pytest.fixture(scope="session")
+def knot_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A lab whose authoritative server is Knot DNS (started on first use)."""
+    yield from running_lab(tmp_path_factory.mktemp("knot"), authority="knot")

@@ -89,11 +89,20 @@ class FakeDns:
     single-record deletes. Every message it receives is kept in
     :attr:`received`, parsed with the ``keyring``, so a signed message whose
     MAC does not verify never gets here (the server then stays silent).
+
+    Set :attr:`update_rcode` to answer updates with that rcode instead of
+    applying them, :attr:`sign_answers` False to answer signed messages
+    unsigned (as PowerDNS refuses a key), and :attr:`answer_secret` to sign
+    answers with another secret than the question's (an answer that does not
+    verify).
     """
 
     def __init__(self, zone: str = "example.test.", keyring: dict | None = None) -> None:
         self.zone = dns.name.from_text(zone)
         self.keyring = keyring
+        self.update_rcode = dns.rcode.NOERROR
+        self.sign_answers = True
+        self.answer_secret: bytes | None = None
         self.received: list[dns.message.Message] = []
         self.records: dict[dns.name.Name, set[object]] = {}
         self._lock = threading.Lock()
@@ -132,10 +141,18 @@ class FakeDns:
         with self._lock:
             self.received.append(query)
             response = dns.message.make_response(query)
-            if query.opcode() == dns.opcode.UPDATE:
+            if query.opcode() != dns.opcode.UPDATE:
+                self._lookup(query, response)
+            elif self.update_rcode == dns.rcode.NOERROR:
                 self._apply(query)
             else:
-                self._lookup(query, response)
+                response.set_rcode(self.update_rcode)
+            if not self.sign_answers:
+                response.tsig = None
+            elif self.answer_secret is not None and query.had_tsig:
+                response.keyring = dns.tsig.Key(
+                    query.keyname, self.answer_secret, query.keyalgorithm
+                )
         try:
             return response.to_wire(max_size=max_size)
         except dns.exception.TooBig:

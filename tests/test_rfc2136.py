@@ -133,7 +133,7 @@ def test_algorithm_is_case_insensitive(lab: Lab, tmp_path: Path) -> None:
         ({"name": None}, ["no dns_rfc2136_name", "add it"]),
         ({"algorithm": "HMAC-SHA3"}, ["unknown TSIG algorithm 'HMAC-SHA3'", "HMAC-SHA256"]),
         ({"port": "fifty-three"}, ["dns_rfc2136_port", "is not a number"]),
-        ({"secret": "not base64!!"}, ["malformed", "dns_rfc2136_secret"]),
+        ({"secret": "not base64!!"}, ["malformed", "dns_rfc2136_secret in ", "bad.ini"]),
     ],
     ids=["server-name", "server-empty", "no-secret", "no-name", "algorithm", "port", "secret"],
 )

@@ -32,8 +32,8 @@ import pytest
 from certbot_dane.dns.base import StoreConfigError, StoreError
 from certbot_dane.dns.rfc2136 import ALGORITHMS, Rfc2136Store
 from certbot_dane.tlsa import Record
-from tests.lab.lab import Lab, find_tool
-from tests.lab.process import Daemon, free_port
+from tests.lab.lab import Lab
+from tests.lab.plain_bind import plain_bind
 from tests.netfakes import FakeDns
 
 KEY_NAME = "hardening-key."
@@ -144,54 +144,10 @@ def test_sign_query_from_the_credentials(tmp_path: Path) -> None:
 def bind_with_every_algorithm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A BIND 9 primary for ``algs.test.`` (unsigned) that accepts updates
     signed with one key per TSIG algorithm; yields its port."""
-    root = tmp_path_factory.mktemp("bind-algs")
-    port = free_port(set(), udp=True)
-    keys = "".join(
-        f'key "{alg.lower()}." {{ algorithm {alg.lower()}; secret "{SECRET}"; }};\n'
-        for alg in ALGORITHMS
-    )
+    keys = {f"{alg.lower()}.": (alg.lower(), SECRET) for alg in ALGORITHMS}
     grants = "".join(f"grant {alg.lower()}. zonesub TLSA; " for alg in ALGORITHMS)
-    (root / "algs.test.zone").write_text(
-        "$TTL 60\n@ IN SOA ns.algs.test. host.algs.test. 1 60 60 60 60\n"
-        "@ IN NS ns.algs.test.\nns IN A 127.0.0.1\n"
-    )
-    (root / "named.conf").write_text(
-        f"""options {{
-    directory "{root}";
-    pid-file "{root}/named.pid";
-    session-keyfile "{root}/session.key";
-    listen-on port {port} {{ 127.0.0.1; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    notify no;
-    dnssec-validation no;
-}};
-controls {{ }};
-{keys}
-zone "algs.test" {{
-    type primary;
-    file "{root}/algs.test.zone";
-    update-policy {{ {grants}}};
-}};
-"""
-    )
-    daemon = Daemon(
-        "named-algs",
-        [find_tool("named"), "-g", "-4", "-c", str(root / "named.conf")],
-        root / "named.log",
-        cwd=root,
-    )
-    daemon.start()
-    try:
-
-        def answers() -> bool:
-            query = dns.message.make_query("algs.test.", dns.rdatatype.SOA)
-            return bool(dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5).answer)
-
-        daemon.wait_until(answers, 30, "SOA answer")
+    with plain_bind(tmp_path_factory.mktemp("bind-algs"), "algs.test", keys, grants) as port:
         yield port
-    finally:
-        daemon.stop()
 
 
 @pytest.mark.lab

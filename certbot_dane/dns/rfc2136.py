@@ -21,10 +21,26 @@ usual shortcut, would delete the other hosts' records.
 Everything certbot-dns-rfc2136 accepts is accepted here: the six HMAC TSIG
 algorithms in any letter case, and ``dns_rfc2136_sign_query`` to sign the
 SOA and TLSA queries for servers that answer signed queries only.
+
+BIND 9 and Knot DNS are both primaries this store is tested against, and
+they differ in ways the store absorbs. Knot answers an update only once it
+has applied and signed it (BIND answers first and signs a moment later:
+hence :meth:`Rfc2136Store._settle`); Knot keeps an RRset's TTL when a present
+record is added again (hence :meth:`Rfc2136Store.retime_many` deletes and adds
+in one update); Knot answers an update for a zone it does not serve with an
+unsigned NOTAUTH, which dnspython reports as a missing TSIG (hence the second
+look in :meth:`Rfc2136Store._unverified`); and Knot refuses a key its acl does
+not allow with BADKEY where BIND says REFUSED.
+
+Failures reach the operator in their terms, never dnspython's: what failed,
+the likely cause, and what to change, naming the credentials file and its
+``dns_rfc2136_*`` keys (or the server's update-policy / acl), never a secret.
+:class:`_Advice` holds every such sentence.
 """
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -80,11 +96,14 @@ class Rfc2136Store(RecordStore):
         algorithm: str = "HMAC-MD5",
         timeout: float = 10.0,
         sign_query: bool = False,
+        credentials: str | None = None,
     ) -> None:
+        """``credentials`` is the INI the values came from, named in messages."""
         self.server = server
         self.port = port
         self.timeout = timeout
         self.sign_query = sign_query
+        self.credentials = credentials
         alg = ALGORITHMS.get(algorithm.strip().upper())
         if alg is None:
             raise StoreConfigError(
@@ -92,15 +111,21 @@ class Rfc2136Store(RecordStore):
                 f"{', '.join(ALGORITHMS)}"
             )
         try:
-            self._key_name = dns.name.from_text(key_name)
+            self.key_name = dns.name.from_text(key_name)
             self._keyring = dns.tsigkeyring.from_text({key_name: secret})
         except (dns.exception.DNSException, ValueError, TypeError):
+            fix = (
+                f"check dns_rfc2136_name and dns_rfc2136_secret in {credentials}"
+                if credentials
+                else "check the TSIG key"
+            )
             raise StoreConfigError(
-                "rfc2136 store: the TSIG key name or secret in the credentials file is "
-                "malformed; check dns_rfc2136_name and dns_rfc2136_secret"
+                "rfc2136 store: the TSIG key name or secret is malformed (the secret is a "
+                f"base64 string); {fix}"
             ) from None
-        self._algorithm = alg
+        self.algorithm = alg
         self._zones: dict[str, dns.name.Name] = {}
+        self._advice = _Advice(self)
 
     @classmethod
     def from_settings(
@@ -144,6 +169,7 @@ class Rfc2136Store(RecordStore):
             values.get("algorithm") or "HMAC-MD5",
             timeout=timeout,
             sign_query=(values.get("sign_query") or "").strip().upper() == "TRUE",
+            credentials=path,
         )
 
     # Queries --------------------------------------------------------------
@@ -176,8 +202,8 @@ class Rfc2136Store(RecordStore):
                     self._zones[owner] = rrset.name
                     return rrset.name
         return StoreError(
-            f"rfc2136 store: {self.server}:{self.port} is not authoritative for {owner} "
-            f"(no SOA in its answer, rcode {dns.rcode.to_text(response.rcode())})"
+            f"rfc2136 store: cannot find the zone of {owner}: "
+            + self._advice.no_zone(owner, response.rcode())
         )
 
     def list(self, owner: str) -> RRsetView:
@@ -198,8 +224,8 @@ class Rfc2136Store(RecordStore):
     def _view(self, owner: str, response: dns.message.Message) -> RRsetView | StoreError:
         if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             return StoreError(
-                f"rfc2136 store: listing TLSA at {owner} failed: "
-                f"{dns.rcode.to_text(response.rcode())}"
+                f"rfc2136 store: cannot list TLSA at {owner}: "
+                + self._advice.query_rcode(response.rcode())
             )
         name = dns.name.from_text(owner)
         for rrset in response.answer:
@@ -216,13 +242,11 @@ class Rfc2136Store(RecordStore):
             return []
         if self.sign_query:
             for query in queries:
-                query.use_tsig(self._keyring, self._key_name, algorithm=self._algorithm)
+                query.use_tsig(self._keyring, self.key_name, algorithm=self.algorithm)
         address = (self.server, self.port)
         answers = dnsio.exchange([(q, address) for q in queries], self.timeout)
         return [
-            StoreError(
-                f"rfc2136 store: cannot {what} at {self.server}:{self.port}: {_reason(answer)}"
-            )
+            StoreError(f"rfc2136 store: cannot {what}: {self._advice.failure(answer)}")
             if isinstance(answer, Exception)
             else answer
             for what, answer in zip(whats, answers, strict=True)
@@ -294,7 +318,7 @@ class Rfc2136Store(RecordStore):
         self, zone: dns.name.Name, changes: Sequence[_Change], verb: str
     ) -> StoreError | None:
         update = dns.update.UpdateMessage(
-            zone, keyring=self._keyring, keyname=self._key_name, keyalgorithm=self._algorithm
+            zone, keyring=self._keyring, keyname=self.key_name, keyalgorithm=self.algorithm
         )
         for change in changes:
             name = dns.name.from_text(change.record.owner)
@@ -305,7 +329,7 @@ class Rfc2136Store(RecordStore):
         owners = sorted({c.record.owner for c in changes})
         where = owners[0] if len(owners) == 1 else f"{len(owners)} names in {zone}"
         try:
-            self._send(update, f"{verb} {len(changes)} TLSA record(s) at {where}")
+            self._send(update, f"{verb} {len(changes)} TLSA record(s) at {where}", zone)
         except StoreError as err:
             return err
         return None
@@ -334,19 +358,67 @@ class Rfc2136Store(RecordStore):
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
 
-    def _send(self, update: dns.update.UpdateMessage, what: str) -> None:
+    def _send(self, update: dns.update.UpdateMessage, what: str, zone: dns.name.Name) -> None:
+        """Send one update over TCP; a StoreError in the operator's terms if it failed."""
         try:
             response = dns.query.tcp(update, self.server, timeout=self.timeout, port=self.port)
+        except dns.tsig.PeerBadTime:
+            raise StoreError(
+                f"rfc2136 store: cannot {what}: {self._advice.bad_time(self._skew(update))}"
+            ) from None
+        except dns.exception.FormError as err:
+            # An answer dnspython would not take: an unsigned one (Knot for a
+            # zone it does not serve, PowerDNS for a key it refuses), or no DNS.
+            unsigned = self._unverified(update)
+            reason = (
+                self._advice.unsigned(unsigned.rcode(), zone)
+                if unsigned is not None and not unsigned.had_tsig
+                else self._advice.failure(err)
+            )
+            raise StoreError(f"rfc2136 store: cannot {what}: {reason}") from None
         except (dns.exception.DNSException, OSError) as err:
             raise StoreError(
-                f"rfc2136 store: cannot {what} at {self.server}:{self.port}: {_reason(err)}"
+                f"rfc2136 store: cannot {what}: {self._advice.failure(err, zone)}"
             ) from None
-        rcode = response.rcode()
-        if rcode != dns.rcode.NOERROR:
-            raise StoreError(
-                f"rfc2136 store: {self.server}:{self.port} refused to {what}: "
-                f"{dns.rcode.to_text(rcode)} (check the TSIG key and the server's update-policy)"
-            )
+        # An unsigned answer to a signed update proves nothing, NOERROR
+        # included (dnspython before 2.9 lets it through).
+        if not response.had_tsig:
+            reason = self._advice.unsigned(response.rcode(), zone)
+            raise StoreError(f"rfc2136 store: cannot {what}: {reason}")
+        if response.rcode() != dns.rcode.NOERROR:
+            reason = self._advice.update_rcode(response.rcode(), zone)
+            raise StoreError(f"rfc2136 store: cannot {what}: {reason}")
+
+    def _unverified(self, update: dns.update.UpdateMessage) -> dns.message.Message | None:
+        """Send the update again and read the answer without verifying it.
+
+        Only to explain a failure: which rcode an unsigned answer carried, or
+        the server's clock in a BADTIME answer (RFC 8945, section 5.2.3). The
+        update was refused, so sending it again changes nothing; an add or a
+        single-record delete is idempotent anyway. None where the answer
+        cannot be read this way (a dnspython before 2.7 verifies every TSIG).
+        """
+        expiration = time.time() + self.timeout
+        try:
+            with socket.create_connection((self.server, self.port), self.timeout) as sock:
+                dns.query.send_tcp(sock, update, expiration)
+                answer, _ = dns.query.receive_tcp(
+                    sock, expiration, keyring=False, request_mac=update.mac
+                )
+        except Exception:  # noqa: BLE001 - a second look never fails the operation
+            return None
+        return answer
+
+    def _skew(self, update: dns.update.UpdateMessage) -> int | None:
+        """Seconds this host's clock is ahead of the server's, from its BADTIME
+        answer; None if unknown."""
+        answer = self._unverified(update)
+        if answer is None or not answer.had_tsig:
+            return None
+        tsig = answer.tsig[0]
+        if tsig.error != dns.rcode.BADTIME or len(tsig.other) != 6:
+            return None
+        return int(tsig.time_signed) - int.from_bytes(tsig.other, "big")
 
 
 @dataclass(frozen=True, order=True)
@@ -406,9 +478,193 @@ def read_credentials(path: str) -> dict[str, str]:
     return {k: v for k in keys if (v := conf.conf(k)) is not None}
 
 
-def _reason(err: BaseException) -> str:
-    if isinstance(err, dns.exception.Timeout):
-        return "timed out"
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
-    return type(err).__name__ if not str(err) else str(err)
+class _Advice:
+    """Every failure as one line in the operator's terms: what failed, the
+    likely cause, and what to change.
+
+    dnspython speaks of peers and signatures ("The peer didn't like the
+    signature we sent"); an operator changes a credentials file, a clock, or
+    the server's configuration. A store built from certbot's INI names that
+    file and its ``dns_rfc2136_*`` keys; one built from arguments speaks of
+    "the TSIG key". The key is named, its secret never.
+    """
+
+    def __init__(self, store: Rfc2136Store) -> None:
+        # The store itself, not a copy of its address and timeout.
+        self.store = store
+
+    @property
+    def server(self) -> str:
+        return f"{self.store.server}:{self.store.port}"
+
+    @property
+    def key(self) -> str:
+        return self.store.key_name.to_text()
+
+    def _tsig_key(self) -> str:
+        algorithm = self.store.algorithm.to_text(omit_final_dot=True).upper()
+        return f"TSIG key '{self.key}' ({algorithm})"
+
+    def _keys(self, *names: str) -> str:
+        """The credentials keys to change: in the file, or in plain words."""
+        if self.store.credentials:
+            keys = [f"dns_rfc2136_{name}" for name in names]
+            listed = keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + " and " + keys[-1]
+            return f"{listed} in {self.store.credentials}"
+        if names[0] in ("server", "port"):
+            return "the server address and port"
+        return "the TSIG key"
+
+    def _to_primary(self) -> str:
+        return f"set {self._keys('server', 'port')} to the zone's primary"
+
+    # TSIG errors the server reported -------------------------------------
+
+    def bad_signature(self) -> str:
+        return (
+            f"{self.server} rejected the TSIG signature (BADSIG): the secret for key "
+            f"'{self.key}' differs from the server's; set {self._keys('secret')} to the "
+            "server's secret for that key"
+        )
+
+    def bad_key(self, zone: dns.name.Name | None) -> str:
+        """BADKEY: to an update (``zone`` known) or to a signed query."""
+        fix = f"set {self._keys('name', 'algorithm')} to a key the server has"
+        if zone is None:
+            return (
+                f"{self.server} does not accept {self._tsig_key()} (BADKEY): it has no key of "
+                f"that name and algorithm; {fix}"
+            )
+        return (
+            f"{self.server} does not accept {self._tsig_key()} for zone {zone} (BADKEY): it has "
+            "no key of that name and algorithm, or the zone's update-policy or acl does not "
+            f"allow it; {fix}, or allow the key to update the zone on the server"
+        )
+
+    def bad_time(self, skew: int | None) -> str:
+        if skew is None:
+            gap = "the clocks of this host and the server differ by more than TSIG allows"
+        else:
+            side = "ahead of" if skew > 0 else "behind"
+            gap = f"this host's clock is {abs(skew)} s {side} the server's, more than TSIG allows"
+        return (
+            f"{self.server} rejected the TSIG time (BADTIME): {gap}; set both clocks right "
+            "(NTP)"
+        )
+
+    # Answers this host cannot trust --------------------------------------
+
+    def unverified(self, err: BaseException) -> str:
+        """The answer's TSIG does not verify here (dns.tsig.BadSignature and kin)."""
+        if isinstance(err, dns.tsig.BadTime):
+            return (
+                f"the answer from {self.server} is signed at a time too far from this host's "
+                "clock for TSIG; set both clocks right (NTP)"
+            )
+        return (
+            f"the answer from {self.server} does not verify with {self._tsig_key()}: another "
+            "server answered, or something on the way changed the answer; check that "
+            f"{self._keys('server', 'port')} name the primary itself"
+        )
+
+    def unsigned(self, rcode: dns.rcode.Rcode, zone: dns.name.Name) -> str:
+        """An unsigned answer to a signed update: the server did not take the key,
+        or (Knot's NOTAUTH) does not serve the zone."""
+        if rcode == dns.rcode.NOTAUTH:
+            return (
+                f"{self.server} does not serve zone {zone} as a primary (an unsigned "
+                f"NOTAUTH); {self._to_primary()}"
+            )
+        if rcode == dns.rcode.NOERROR:
+            return (
+                f"{self.server} answered without a TSIG signature, so the answer cannot be "
+                f"trusted; check that {self._keys('server', 'port')} name the primary itself"
+            )
+        return (
+            f"{self.server} answered {dns.rcode.to_text(rcode)} without a TSIG signature: it "
+            f"does not take {self._tsig_key()} for zone {zone}; check "
+            f"{self._keys('name', 'secret', 'algorithm')} against the server's key, and the "
+            "zone's update ACL on the server"
+        )
+
+    # Signed answers other than NOERROR -----------------------------------
+
+    def update_rcode(self, rcode: dns.rcode.Rcode, zone: dns.name.Name) -> str:
+        if rcode == dns.rcode.REFUSED:
+            return (
+                f"{self.server} refused the update (REFUSED): the update-policy or acl of zone "
+                f"{zone} does not let key '{self.key}' change TLSA records; allow it on the "
+                f"server (BIND: grant {self.key} zonesub TLSA), or set {self._keys('name')} "
+                "to a key that may"
+            )
+        if rcode == dns.rcode.NOTAUTH:
+            return f"{self.server} is not authoritative for zone {zone} (NOTAUTH); " + (
+                self._to_primary()
+            )
+        if rcode == dns.rcode.NOTZONE:
+            return (
+                f"{self.server} says a name of the update is outside zone {zone} (NOTZONE): the "
+                "zone changed since this run asked for it; run again, and ask the server for "
+                "the name's SOA to see which zone holds it now"
+            )
+        if rcode == dns.rcode.SERVFAIL:
+            return (
+                f"{self.server} failed to apply the update (SERVFAIL), a problem on the server "
+                "(zone not loaded, journal or signing error); its log says which"
+            )
+        return f"{self.server} answered {dns.rcode.to_text(rcode)} to the update"
+
+    def no_zone(self, owner: str, rcode: dns.rcode.Rcode) -> str:
+        """The answer to the SOA question named no zone."""
+        return (
+            f"{self.server} is not authoritative for {owner} (no SOA in its answer, rcode "
+            f"{dns.rcode.to_text(rcode)}); set {self._keys('server', 'port')} to the primary "
+            "of the zone that holds the name"
+        )
+
+    def query_rcode(self, rcode: dns.rcode.Rcode) -> str:
+        if rcode == dns.rcode.SERVFAIL:
+            return (
+                f"{self.server} answered SERVFAIL, a problem on the server (zone not "
+                "loaded?); its log says which"
+            )
+        return (
+            f"{self.server} answered {dns.rcode.to_text(rcode)}; check that "
+            f"{self._keys('server', 'port')} name the zone's primary and that it answers "
+            "this host"
+        )
+
+    # Anything dnspython or the network raised ----------------------------
+
+    def failure(self, err: BaseException, zone: dns.name.Name | None = None) -> str:
+        if isinstance(err, dns.tsig.PeerBadSignature):
+            return self.bad_signature()
+        if isinstance(err, dns.tsig.PeerBadKey):
+            return self.bad_key(zone)
+        if isinstance(err, dns.tsig.PeerBadTime):
+            return self.bad_time(None)
+        if isinstance(err, dns.tsig.PeerError):
+            return (
+                f"{self.server} rejected the TSIG signature with another error than BADSIG, "
+                f"BADKEY or BADTIME; check {self._keys('name', 'secret', 'algorithm')} against "
+                "the server's key"
+            )
+        if isinstance(
+            err, (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm, dns.tsig.BadTime)
+        ):
+            return self.unverified(err)
+        address = self._keys("server", "port")
+        if isinstance(err, dns.exception.Timeout):
+            return (
+                f"no answer from {self.server} (timed out after {self.store.timeout:g} s); "
+                f"check that {address} name the zone's primary and that it answers there "
+                "over UDP and TCP"
+            )
+        if isinstance(err, ConnectionRefusedError):
+            return f"{self.server} refused the connection (nothing listens there); check {address}"
+        if isinstance(err, OSError):
+            return f"{self.server}: {err.strerror or type(err).__name__}; check {address}"
+        return (
+            f"{self.server} sent an answer that is not DNS ({str(err) or type(err).__name__}); "
+            f"check that {address} name a DNS server"
+        )

@@ -155,11 +155,13 @@ zone "{zone}" {{
         )
 
 
-# Below Authority, which it subclasses.
+# One module per server beyond BIND, below Authority, which each subclasses.
+from .knot import Knot  # noqa: E402
 from .pdns import PowerDns  # noqa: E402
 
 #: Every authoritative server the lab can run, by ``Lab(authority=...)`` name.
 AUTHORITIES: dict[str, type[Authority]] = {
     "bind": Bind,
+    "knot": Knot,
     "pdns": PowerDns,
 }
