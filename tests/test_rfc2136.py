@@ -426,3 +426,19 @@ def test_server_gone_before_the_update(lab: Lab, store: Rfc2136Store, owner: str
     assert message.startswith(f"rfc2136 store: cannot add 1 TLSA record(s) at {owner}")
     assert "refused" in message.lower() or "timed out" in message
     assert lab.tsig_secret not in message
+
+
+def test_an_add_the_server_ignores_next_to_a_cname_is_an_error(
+    lab: Lab, tmp_path: Path, owner: str
+) -> None:
+    """RFC 2136 section 3.4.2.2: a TLSA update at a CNAME is dropped without an
+    error; the store must never report such a record as published."""
+    lab.publish(owner, "CNAME", "www.dane.test.")
+    store = Rfc2136Store.from_credentials(str(lab.rfc2136_ini(tmp_path / "c.ini")), timeout=1)
+    with pytest.raises(StoreError) as info:
+        store.add([rec(owner)], 60)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"does not serve the change after 1 s; if {owner} holds a CNAME" in message
+    assert at_bind(lab, owner) == set()
+    lab.unpublish(owner, "CNAME")

@@ -61,14 +61,14 @@ import dns.update
 from .. import dnsio
 from ..tlsa import Record
 from .base import (
+    BatchStore,
+    Change,
     Outcomes,
-    RecordStore,
     RRsetView,
     StoreConfigError,
     StoreError,
     Views,
     by_owner,
-    raise_first,
 )
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ ALGORITHMS = {
 }
 
 
-class Rfc2136Store(RecordStore):
+class Rfc2136Store(BatchStore):
     name = "rfc2136"
 
     def __init__(
@@ -254,31 +254,22 @@ class Rfc2136Store(RecordStore):
 
     # Updates --------------------------------------------------------------
 
-    def add(self, records: Iterable[Record], ttl: int) -> None:
-        raise_first(self.add_many([(records, ttl)]))
-
-    def delete(self, records: Iterable[Record], keep: Iterable[Record] = ()) -> None:
-        raise_first(self.delete_many([(records, keep)]))
-
-    def retime(self, records: Iterable[Record], ttl: int) -> None:
-        raise_first(self.retime_many([(records, ttl)]))
-
-    def add_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        changes = [[_Change(r, ttl) for r in records] for records, ttl in items]
-        return self._apply(changes, "add", lambda view, rs: set(rs) <= view.records)
-
-    def delete_many(self, items: Sequence[tuple[Iterable[Record], Iterable[Record]]]) -> Outcomes:
-        changes = [[_Change(r, None) for r in records] for records, _keep in items]
-        return self._apply(changes, "delete", lambda view, rs: not set(rs) & view.records)
-
-    def retime_many(self, items: Sequence[tuple[Iterable[Record], int]]) -> Outcomes:
-        """Delete and add each record in one update: Knot keeps an RRset's TTL
-        when a present record is only added again, BIND changes it either way."""
-        changes = [
-            [c for r in records for c in (_Change(r, None), _Change(r, ttl))]
-            for records, ttl in items
-        ]
-        return self._apply(changes, "change the TTL of", lambda view, rs: set(rs) <= view.records)
+    def change_many(self, verb: str, items: Sequence[Change]) -> Outcomes:
+        """Single-record adds and deletes; a TTL change deletes and adds each
+        record in one update (Knot keeps an RRset's TTL when a present record
+        is only added again, BIND changes it either way)."""
+        if verb == "delete":
+            changes = [[_Change(r, None) for r in records] for records, _ in items]
+            return self._apply(changes, verb, lambda view, rs: not set(rs) & view.records)
+        if verb == "retime":
+            changes = [
+                [c for r in records for c in (_Change(r, None), _Change(r, ttl))]
+                for records, ttl in items
+            ]
+            verb = "change the TTL of"
+        else:
+            changes = [[_Change(r, ttl) for r in records] for records, ttl in items]
+        return self._apply(changes, verb, lambda view, rs: set(rs) <= view.records)
 
     def _apply(
         self,
@@ -308,11 +299,25 @@ class Rfc2136Store(RecordStore):
                     continue
                 # Settled before the next update: an inline-signing BIND can
                 # lose a large update that arrives while it applies the last.
-                self._settle(sorted({c.record for c in chunk}), done)
+                unsettled = self._settle(sorted({c.record for c in chunk}), done)
+                failed.update((o, self._unsettled(o, verb)) for o in unsettled)
         return [
             next((failed[c.record.owner] for c in item if c.record.owner in failed), None)
             for item in items
         ]
+
+    def _unsettled(self, owner: str, verb: str) -> StoreError:
+        """A change the primary accepted but does not serve: never taken as done.
+
+        RFC 2136 (section 3.4.2.2) has a server ignore, without an error,
+        an update that would put a record next to a CNAME.
+        """
+        return StoreError(
+            f"rfc2136 store: {self.server}:{self.port} accepted the update to {verb} TLSA "
+            f"records at {owner} but does not serve the change after {self.timeout:g} s; if "
+            f"{owner} holds a CNAME the server ignores records next to it (RFC 2136 section "
+            "3.4.2.2): publish at the CNAME's target or remove the CNAME"
+        )
 
     def _send_changes(
         self, zone: dns.name.Name, changes: Sequence[_Change], verb: str
@@ -336,13 +341,13 @@ class Rfc2136Store(RecordStore):
 
     def _settle(
         self, records: Sequence[Record], done: Callable[[RRsetView, Sequence[Record]], bool]
-    ) -> None:
-        """Wait (bounded) until the primary serves the changes.
+    ) -> list[str]:
+        """Wait (bounded) until the primary serves the changes; the owners it does not.
 
         A server that signs inline applies an update to the signed zone a
         moment after it answered NOERROR; callers expect to list what they
-        just wrote. Not settling in time is no error: visibility is decided
-        by the observer, never by the store.
+        just wrote, and no record counts as published that the server does
+        not serve. (Visibility everywhere is decided by the observer.)
         """
         waiting = by_owner(records)
         deadline = time.monotonic() + self.timeout
@@ -354,9 +359,10 @@ class Rfc2136Store(RecordStore):
                 if isinstance(view, RRsetView) and done(view, waiting[owner]):
                     del waiting[owner]
             if not waiting or time.monotonic() >= deadline:
-                return
+                return sorted(waiting)
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+        return []
 
     def _send(self, update: dns.update.UpdateMessage, what: str, zone: dns.name.Name) -> None:
         """Send one update over TCP; a StoreError in the operator's terms if it failed."""
