@@ -1,7 +1,7 @@
-"""From a store ``add`` returning to the record being served signed: BIND 9
-against Knot DNS, by the same method.
+"""From a store ``add`` returning to the record being served signed: BIND 9,
+Knot DNS and PowerDNS Authoritative, by the same method (RFC 2136 with TSIG).
 
-Two labs run side by side, one per server. Each round, in turn on each
+Three labs run side by side, one per server. Each round, in turn on each
 server (interleaved, so a busy moment of the shared machine hits both):
 
 * store: ``Rfc2136Store.add`` of one fresh TLSA record (the store's own
@@ -35,7 +35,7 @@ from benchlib import LOOPBACK, Lab, load_average, median, scratch_dir, table
 from certbot_dane.dns.rfc2136 import Rfc2136Store
 from certbot_dane.tlsa import Record
 
-SERVERS = ("bind", "knot")
+SERVERS = ("bind", "knot", "pdns")
 
 
 def main() -> int:

@@ -78,9 +78,9 @@ def publish_all(items: list[tuple[Run, Publish]]) -> None:
         additions: list[tuple[Run, list[tlsa.Record], int]] = []
         for run in ready:
             mine = {owner: views[owner] for owner in by_owner(records[run])}
-            error = next((v for v in mine.values() if isinstance(v, StoreError)), None)
-            if error is not None:
-                run.fail(_where(run, error))
+            failed = next((o for o, v in mine.items() if isinstance(v, StoreError)), None)
+            if failed is not None:
+                run.fail(_where(run, failed, mine[failed]))  # type: ignore[arg-type]
                 continue
             present = frozenset().union(*(v.records for v in mine.values()))  # type: ignore[union-attr]
             absent = records[run] - present
@@ -97,9 +97,9 @@ def publish_all(items: list[tuple[Run, Publish]]) -> None:
             ready[0].engine.save_all(ready)
         batch = [(group_, ttl) for _, group_, ttl in additions]
         errors = (together(ready, store.add_many, batch) if batch else None) or [None] * len(batch)
-        for (run, _, _), error in zip(additions, errors, strict=True):
+        for (run, group_, _), error in zip(additions, errors, strict=True):
             if error is not None and not run.stopped:
-                run.fail(_where(run, error))
+                run.fail(_where(run, group_[0].owner, error))
         for run in ready:
             if not run.stopped:
                 _published(run, records[run], priors.get(run))
@@ -123,16 +123,15 @@ def _published(run: Run, records: frozenset[tlsa.Record], prior: int | None) -> 
         run.step(f"published {len(fresh)} record(s)")
 
 
-def _where(run: Run, error: StoreError) -> StoreError:
-    """A store error for an aliased owner also says where the records go."""
-    aliases = {t: o for o, t in run.data.rollover.aliases if o != t}
-    for target, owner in aliases.items():
-        if target in str(error):
-            return type(error)(
-                f"TLSA owner {owner} is an alias (CNAME) of {target}, so its records go "
-                f"there: {error}"
-            )
-    return error
+def _where(run: Run, target: str, error: StoreError) -> StoreError:
+    """A store error at the target of an alias also names the alias."""
+    aliases = sorted(o for o, t in run.data.rollover.aliases if t == target and o != target)
+    if not aliases:
+        return error
+    return type(error)(
+        f"TLSA owner {', '.join(aliases)} is an alias (CNAME) of {target}, so its records "
+        f"go there: {error}"
+    )
 
 
 def _prior_ttls(records: dict[Run, frozenset[tlsa.Record]]) -> dict[Run, int]:

@@ -69,7 +69,7 @@ from .rollover import (
     Version,
     Wait,
 )
-from .run import EngineError, Mark, ReloadError, Result, Run, Shared, together
+from .run import EngineError, Mark, ReloadError, Result, Run, Shared, jointly, together
 from .state import LineageFile, Settings
 
 logger = logging.getLogger(__name__)
@@ -482,7 +482,7 @@ class Engine:
             return
         if run.data.rollover.last_error != reason:
             run.note("error", reason)
-            logger.error("dane: lineage %s: %s", run.name, reason)
+            logger.info("dane: lineage %s: %s", run.name, reason)
         run.advance(Failed(reason, "endpoint"))
 
     def _switch_all(self, items: list[tuple[Run, Switch]]) -> None:
@@ -496,7 +496,7 @@ class Engine:
         for run, version in versions.items():
             run.data.switching = version.number
         runs = list(versions)
-        if together(runs, lambda: self.save_all(runs) or True) is None:
+        if not jointly(runs, self.save_all, runs):
             return
         flipped: dict[Run, Path] = {}
         for run, version in versions.items():
@@ -506,9 +506,7 @@ class Engine:
                 )
             except (danedir.DaneDirError, OSError) as err:
                 run.fail(err)
-        paths = list(flipped.values())
-        flush = lambda: durable.flush(paths) or True  # noqa: E731 - a thunk for together()
-        if len(flipped) > 1 and together(list(flipped), flush) is None:
+        if len(flipped) > 1 and not jointly(list(flipped), durable.flush, list(flipped.values())):
             return
         for run in flipped:
             version = versions[run]

@@ -183,7 +183,9 @@ class Run:
         self.note("error", message)
         self.result.error = message
         if not self.dry:
-            logger.error("dane: lineage %s: %s", self.name, message)
+            # The caller reports the error (certbot through the PluginError,
+            # certbot-dane on stderr): logged here for the log file only.
+            logger.info("dane: lineage %s: %s", self.name, message)
 
     def attempt(self, *steps: Callable[[Run], None]) -> bool:
         """Run steps for this lineage; an error stops it (recorded), never the others."""
@@ -220,6 +222,11 @@ def together(runs: list[Run], call: Callable[..., _T], *args: object) -> _T | No
             if not run.stopped:
                 run.fail(err)
         return None
+
+
+def jointly(runs: list[Run], call: Callable[..., object], *args: object) -> bool:
+    """:func:`together` for a call that returns nothing: did it succeed?"""
+    return together(runs, lambda: call(*args) or True) is not None
 
 
 class Shared:
