@@ -342,6 +342,7 @@ def _verify(
             "records": _short(answer.records),
             "served_matches": _short(matching(answer.validated, chain)),
         }
+    _note_others(verdict, data, answers)
     for owner in owners:
         problem = describe_answer(answers[owner], resolver)
         if problem:
@@ -355,6 +356,30 @@ def _verify(
             )
     if connect is not None:
         _verify_endpoint(verdict, answers, chain, connect, starttls, timeout)
+
+
+def _note_others(verdict: Verdict, data: LineageFile, answers: dict[str, Answer]) -> None:
+    """Records at the owners that this lineage does not publish: never touched, but said.
+
+    They are another host's, published by hand, or left by an earlier tool;
+    a client accepts the certificate if any record matches, so they are no
+    error, but an operator cleaning up wants to see them.
+    """
+    s = data.rollover
+    where = s.alias_map()
+    ours = {(r.owner, r.usage, r.selector, r.mtype, r.data) for r in s.wanted() | s.owned}
+    for owner, answer in answers.items():
+        target = where.get(owner, owner)
+        others = [
+            r for r in answer.records
+            if (target, r.usage, r.selector, r.mtype, r.data) not in ours
+        ]
+        if others:
+            verdict.owners[owner]["other_records"] = _short(others)
+            verdict.notes.append(
+                f"{owner} also holds {len(others)} record(s) this lineage does not publish "
+                "(another host's, or published by hand); certbot-dane never deletes them"
+            )
 
 
 def _endpoint_owners(answers: dict[str, Answer], port: int) -> list[str]:

@@ -118,6 +118,23 @@ def test_match(dep: CliDeployment) -> None:
     assert verdict["owners"][dep.owner]["ad"] is True
 
 
+def test_records_of_others_at_the_owner_are_reported_not_failed(
+    dep: CliDeployment, lab: Lab
+) -> None:
+    (ours,) = dep.authoritative_records()
+    other = "3 1 1 " + "cd" * 32
+    lab.publish(dep.owner, "TLSA", ours, other)
+    done = dep.cli("verify", "--cert-name", dep.host)
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"{dep.host}: note: {dep.owner} also holds 1 record(s) this lineage does not publish"
+        in done.stdout
+    )
+    done = dep.cli("verify", "--cert-name", dep.host, "--json")
+    (verdict,) = json.loads(done.stdout)
+    assert verdict["owners"][dep.owner]["other_records"] == [other]
+
+
 def test_wrong_record_in_dns(dep: CliDeployment, lab: Lab) -> None:
     lab.publish(dep.owner, "TLSA", "3 1 1 " + "ab" * 32)
     done = dep.cli("verify", "--cert-name", dep.host)
