@@ -323,3 +323,38 @@ def test_lock_waits_for_release(tmp_path: Path) -> None:
         waited = time.monotonic() - began
     thread.join(5)
     assert 0.2 <= waited < 3
+
+
+def test_a_state_file_written_before_live_records_reads_as_it_was_meant() -> None:
+    """Files from before live records, aliases and the endpoint gate: the served
+    records are live (the old rule took them so), every owner is its own place,
+    and pending records visible since before keep their hold running."""
+    served = Version(1, frozenset({record(1)}))
+    pending = Version(2, frozenset({record(2)}))
+    old = {
+        "format": 1,
+        "lineage": "mail.example.com",
+        "settings": {"targets": "311:25", "directory": "/etc/letsencrypt/dane"},
+        "rollover": {
+            "served": {"number": 1, "records": [vars(r) for r in served.records]},
+            "pending": {"number": 2, "records": [vars(r) for r in pending.records]},
+            "owned": [vars(record(1)), vars(record(2))],
+            "published": [vars(record(1)), vars(record(2))],
+            "hold_ttl": 300,
+            "visible_since": 1700000000.0,
+            "reload_due": False,
+            "last_error": None,
+        },
+        "timeline": [],
+        "last_check": None,
+        "switching": None,
+    }
+    data = from_json(json.dumps(old))
+    s = data.rollover
+    assert s.live == served.records
+    assert s.proving == pending.records and s.visible_since == 1700000000.0
+    assert s.aliases == ((OWNER, OWNER),)
+    assert s.unresolved() == frozenset()
+    assert s.issuers == frozenset() and s.lagging == () and s.foreign == frozenset()
+    assert data.settings.audit_interval == 900 and data.settings.endpoints is None
+    assert from_json(to_json(data)).rollover == s
