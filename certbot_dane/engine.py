@@ -365,7 +365,8 @@ class Engine:
         run.renewal = (Version(number, version_records(files, run.targets)), files)
 
     def _read_issuers(self, run: Run) -> None:
-        """Records of the issuer bundle: read again when the file or the versions changed."""
+        """Records of the issuer bundle: computed again when the file or the versions
+        changed (their certificates' names say at which owners the records go)."""
         settings = run.data.settings
         s = run.data.rollover
         if not settings.issuers:
@@ -378,7 +379,11 @@ class Engine:
             digest, certs = issuers.read_bundle(settings.issuers)
         except issuers.IssuerError as err:
             raise EngineError(str(err)) from None
-        if digest == run.data.issuers_digest and run.renewal is None:
+        numbers = [v.number for v in (s.served, s.pending) if v is not None]
+        if run.renewal is not None:
+            numbers.append(run.renewal[0].number)
+        digest += " " + ",".join(map(str, numbers))
+        if digest == run.data.issuers_digest:
             return
         names = self._cert_names(run)
         records = issuers.records(run.targets, names, certs)

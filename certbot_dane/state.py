@@ -81,7 +81,8 @@ class LineageFile:
     #: the version the links are being flipped to, saved before the flip, so
     #: links found on the pending version can be told from a hand-made change
     switching: int | None = None
-    #: SHA-256 of the issuer bundle the issuer records were computed from
+    #: SHA-256 of the issuer bundle the issuer records were computed from, and
+    #: the versions whose names placed them
     issuers_digest: str | None = None
 
     def note(self, what: str, detail: str = "", now: float | None = None) -> None:
