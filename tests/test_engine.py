@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from certbot_dane import danedir, state
+from certbot_dane import danedir, state, tlsa
 from certbot_dane.engine import Engine
 from certbot_dane.state import Settings
 from certbot_dane.tlsa import Record
-from tests.certs import FakeLineage
+from tests.certs import FakeLineage, TinyCA, new_key, pem
 from tests.fakes import Crash, FakeDNS, FakeObserver, FakeStore
 from tests.farm import count_steps, records_of
 
@@ -148,6 +148,56 @@ def test_key_reuse_switches_at_once(env: Env) -> None:
     assert result.settled
     assert env.served() == 2
     assert env.observers == [] or all(o.queries == 0 for o in env.observers)
+
+
+def test_a_renewal_signed_by_a_bundled_intermediate_switches_at_once(
+    env: Env, tmp_path: Path
+) -> None:
+    """The bundle's 2 1 1 records are published and proven ahead of time: a new
+    key from a bundled CA matches a live record, one from another CA waits."""
+    bundled, stranger = TinyCA(), TinyCA()
+    bundle = tmp_path / "issuers.pem"
+    bundle.write_bytes(pem(bundled.cert))
+    env.settings.targets = "211:25,311:25"
+    env.settings.issuers = str(bundle)
+    env.engine().install(NAME, env.settings)
+    ahead = Record(OWNER, 2, 1, 1, tlsa.association(bundled.cert, 1, 1))
+    assert ahead in env.dns.records(), "published before any certificate needs it"
+    env.settle()
+    env.lineage.ca = bundled
+    env.lineage.renew()
+    result = env.engine().check(NAME)
+    assert env.served() == 2, result
+    assert "switched to version 2" in result.steps
+    env.settle()
+    assert ahead in env.dns.records(), "kept while it is in the bundle"
+    env.lineage.ca = stranger
+    env.lineage.renew()
+    result = env.engine().check(NAME)
+    assert env.served() == 2 and result.waiting_for == "hold", result
+    env.settle()
+    assert env.served() == 3
+
+
+def test_a_bundle_that_is_no_ca_certificate_fails_the_check_and_changes_nothing(
+    env: Env, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "issuers.pem"
+    bundle.write_bytes(pem(TinyCA().cert))
+    env.settings.targets = "211:25,311:25"
+    env.settings.issuers = str(bundle)
+    env.engine().install(NAME, env.settings)
+    env.settle()
+    before = (env.dns.records(), state.load(env.config, NAME))
+    bundle.write_bytes(pem(env.lineage.ca.issue(["x.example.com"], new_key())))
+    result = env.engine().check(NAME)
+    assert result.error is not None and "\n" not in result.error
+    assert result.error.startswith(f"--dane-issuers {bundle}: certificate 1 (")
+    assert "is not a CA certificate" in result.error
+    after = state.load(env.config, NAME)
+    assert env.dns.records() == before[0]
+    assert after is not None and before[1] is not None
+    assert after.rollover.issuers == before[1].rollover.issuers
 
 
 def test_second_renewal_before_switch_replaces_pending(env: Env) -> None:
