@@ -35,7 +35,7 @@ class Env:
         )
         self.observers: list[FakeObserver] = []
 
-    def engine(self) -> Engine:
+    def engine(self, audit: bool = False) -> Engine:
         def observer(_settings: Settings) -> FakeObserver:
             obs = FakeObserver(self.dns)
             self.observers.append(obs)
@@ -47,6 +47,7 @@ class Env:
             store_factory=lambda _s, _c: FakeStore(self.dns),
             observer_factory=observer,  # type: ignore[arg-type]
             lock_timeout=5,
+            audit=audit,
         )
 
     def served(self) -> int | None:
@@ -198,6 +199,58 @@ def test_a_bundle_that_is_no_ca_certificate_fails_the_check_and_changes_nothing(
     assert env.dns.records() == before[0]
     assert after is not None and before[1] is not None
     assert after.rollover.issuers == before[1].rollover.issuers
+
+
+def test_the_timers_audit_publishes_a_served_record_deleted_by_hand(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    (served,) = env.records_of(1)
+    env.dns.zone[OWNER].discard(served)  # someone else's hand edit
+    env.now += 60
+    assert env.engine(audit=True).check(NAME).steps == [], "not due yet"
+    assert served not in env.dns.records()
+    env.now += env.settings.audit_interval
+    result = env.engine().check(NAME)
+    assert result.steps == [] and served not in env.dns.records(), "certbot renew never audits"
+    result = env.engine(audit=True).check(NAME)
+    assert served in env.dns.records()
+    assert result.steps[0] == "repaired 1 record(s) missing from DNS"
+    data = state.load(env.config, NAME)
+    assert data is not None and [e.what for e in data.timeline][-3:-1] == ["missing", "repaired"]
+    assert env.served() == 1 and data.rollover.owned == {served}
+
+
+def test_the_audit_brings_the_ttl_in_line_and_the_next_hold_counts_the_old_one(
+    env: Env,
+) -> None:
+    env.settings.record_ttl = 3600
+    env.engine().install(NAME, env.settings)
+    assert env.dns.ttls[OWNER] == 3600
+    env.settings.record_ttl = 60
+    env.engine().install(NAME, env.settings)  # certbot renew with the new setting
+    env.now += env.settings.audit_interval
+    result = env.engine(audit=True).check(NAME)
+    assert env.dns.ttls[OWNER] == 60
+    assert result.steps == ["changed the TTL at 1 owner name(s) to 60 s"]
+    changed = env.now
+    env.lineage.renew()
+    env.now += 10
+    env.engine(audit=True).check(NAME)
+    result = env.engine(audit=True).check(NAME)
+    assert result.waiting_for == "hold", result
+    assert result.until == changed + 3600 + env.settings.hold_margin
+
+
+def test_a_first_version_next_to_a_record_clients_may_have_cached_waits(env: Env) -> None:
+    old = Record(OWNER, 3, 1, 1, "ee" * 32)
+    env.dns.zone[OWNER] = {old}
+    env.dns.ttls[OWNER] = 600
+    result = env.engine().install(NAME, env.settings)
+    assert result.served is None and env.served() is None, "no links yet"
+    assert result.waiting_for == "hold" and result.until == env.now + 600 + 10
+    env.now += 611
+    result = env.engine().check(NAME)
+    assert env.served() == 1 and "switched to version 1" in result.steps
+    assert old in env.dns.records(), "not ours: never deleted"
 
 
 def test_second_renewal_before_switch_replaces_pending(env: Env) -> None:
