@@ -340,3 +340,21 @@ def test_soft_store_error_is_retried_without_failing(env: Env) -> None:
     assert data is not None and data.rollover.last_error and "128" in data.rollover.last_error
     env.settle()
     assert env.served() == 2
+
+
+def test_a_repaired_record_is_logged_once(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """The audit finds a record deleted by hand and re-publishes it: one warning, not a
+    'missing' line and then a 'repaired' line for the same record."""
+    env.engine().install(NAME, env.settings)
+    (record,) = env.records_of(1)
+    env.dns.zone[OWNER].discard(record)
+    env.now += env.settings.audit_interval
+    engine = env.engine()
+    engine.audit = True
+    with caplog.at_level("INFO", logger="certbot_dane"):
+        result = engine.check(NAME)
+    assert result.steps == ["repaired 1 record(s) missing from DNS"]
+    assert record in env.dns.records()
+    lines = [r.getMessage() for r in caplog.records if record.data[:16] in r.getMessage()]
+    assert len(lines) == 1 and "repaired: re-published 1 record(s)" in lines[0], lines
+
