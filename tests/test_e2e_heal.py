@@ -72,18 +72,31 @@ def delete_by_hand(lab: Lab, owner: str, rdata: str) -> None:
     update.delete(owner, dns.rdata.from_text("IN", "TLSA", rdata))
     assert lab.send_update(update) == 0
     for _ in range(100):
-        served = {rd.to_text() for rrset in lab.auth_query(owner, "TLSA").answer
-                  if rrset.rdtype == dns.rdatatype.TLSA for rd in rrset}
-        if rdata not in served:
+        if rdata not in served_at(lab, owner):
             return
         time.sleep(0.02)
     raise AssertionError(f"{rdata} still served")
 
 
+def served_at(lab: Lab, owner: str) -> set[str]:
+    return {
+        rd.to_text()
+        for rrset in lab.auth_query(owner, "TLSA").answer
+        if rrset.rdtype == dns.rdatatype.TLSA
+        for rd in rrset
+    }
+
+
 def add_by_hand(lab: Lab, owner: str, rdata: str) -> None:
+    """An RFC 2136 add of one record; BIND serves it once it has signed it."""
     update = lab.update()
     update.add(owner, lab.record_ttl, "TLSA", rdata)
     assert lab.send_update(update) == 0
+    for _ in range(100):
+        if rdata in served_at(lab, owner):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{rdata} not served")
 
 
 def check_until_settled(dep: CliDeployment, limit: int = 30) -> None:
