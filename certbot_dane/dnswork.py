@@ -199,14 +199,10 @@ def _audited(run: Run, action: Audit, view: AuditView) -> None:
     missing = (action.records & run.data.rollover.published) - view.present
     run.advance(Audited(action.records, view.present, view.ttls))
     if missing:
+        # Logged once, when re-published (see _published); a failed publish
+        # logs its own error.
         run.repairing |= missing
         run.note("missing", short(missing))
-        logger.warning(
-            "dane: lineage %s: %d wanted record(s) missing from DNS, re-publishing: %s",
-            run.name,
-            len(missing),
-            short(missing),
-        )
 
 
 def retime_all(items: list[tuple[Run, Retime]]) -> None:

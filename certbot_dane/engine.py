@@ -157,6 +157,7 @@ class Engine:
         with state.locked(self.config_dir, name, self.lock_timeout) as lock:
             data = state.load(self.config_dir, name)
             saved = None
+            retime = False
             if data is None:
                 data = LineageFile(lineage=name, settings=settings)
                 data.note("installed", f"targets {settings.targets}", self.clock())
@@ -164,6 +165,7 @@ class Engine:
                 saved = Mark(data)
                 retarget = data.settings.targets != settings.targets
                 regroup = data.settings.group != settings.group
+                retime = settings.record_ttl not in (None, data.settings.record_ttl)
                 data.settings = settings
                 if retarget:
                     self._retarget(data)
@@ -171,6 +173,10 @@ class Engine:
                     danedir.permit(settings.directory, name, settings.group)
                     data.note("group", settings.group or "none: owner only")
             run = Run(self, data, saved)
+            if retime:
+                # Not a whole audit interval later: the TTL a renewal will hold
+                # for is the one in DNS, so DNS follows the setting now.
+                run.audit_now()
             run.lock = lock
             run.save()
             return self._run([run])[0]

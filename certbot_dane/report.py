@@ -49,6 +49,11 @@ JSON_KEYS = (
 )
 
 _UNTIL = re.compile(r" \(until \d+\)$")
+#: Joins what the next check does to the error its last attempt met (JSON ``state``);
+#: the table shows the error in its own column.
+_FAILED_LAST = "; it failed last time: "
+#: ``waiting_for`` values that mean the last attempt of the next step failed.
+_ERROR_WAITS = ("store_error", "dns_error", "reload_error")
 
 
 def not_after(path: Path) -> float | None:
@@ -97,7 +102,7 @@ def status_row(
         "served_expires": served_expires,
         "links": links,
         "pending": s.pending.number if s.pending else None,
-        "state": _state(result),
+        "state": _state(result, s.last_error),
         "waiting_for": result.waiting_for,
         "until": result.until,
         "records_wanted": len(wanted),
@@ -133,12 +138,20 @@ def status_row(
     }
 
 
-def _state(result: Any) -> str:
-    """The human text of what a check would do now, or why it waits."""
+def _state(result: Any, last_error: str | None = None) -> str:
+    """The human text of what a check would do now, or why it waits.
+
+    A step the dry run stops before (it would change DNS, the links or the
+    service) whose last attempt failed is named with that failure: the check
+    tries it again and, until something is fixed, says the same.
+    """
     if result.error:
         return result.error
     if result.next:
-        return f"next check: {result.next}"
+        text = f"next check: {result.next}"
+        if result.waiting_for in _ERROR_WAITS and last_error:
+            text += f" again{_FAILED_LAST}{last_error}"
+        return text
     if result.waiting:
         return result.waiting
     return "settled" if result.settled else "unknown"
@@ -239,7 +252,7 @@ def table(rows: Sequence[dict[str, Any]], now: float) -> str:
                 _count(row, "records_visible"),
                 hold,
                 checked,
-                _UNTIL.sub("", row["state"]),
+                _UNTIL.sub("", row["state"].split(_FAILED_LAST)[0]),
                 row["last_error"] or row["dns_error"] or "-",
             )
         )

@@ -376,6 +376,12 @@ class Audited:
 
 
 @dataclass(frozen=True)
+class AuditDue:
+    """The settings now ask for another record TTL: audit at the next decision,
+    whatever the interval, so the TTL in DNS follows the setting at once."""
+
+
+@dataclass(frozen=True)
 class Retimed:
     """These owners' RRsets now carry the setting's TTL; ``ttls`` is what they had."""
 
@@ -422,6 +428,7 @@ Outcome = (
     | Retiring
     | Retired
     | Audited
+    | AuditDue
     | Retimed
     | Adopted
     | Retargeted
@@ -657,6 +664,8 @@ def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State
             )
         case Audited(records, present, ttls):
             return _audited(state, records, present, ttls, now, policy)
+        case AuditDue():
+            return replace(state, audited_at=None)
         case Retimed(ttls):
             longest = max(ttls.values(), default=0)
             floor = now + longest

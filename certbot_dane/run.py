@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from . import danedir, rollover, state, tlsa
 from .dns import RecordStore, SoftStoreError, StoreError
 from .lineage import LineageError
 from .observe import ObserveError, Observer
-from .rollover import NOTHING_SEEN, Failed, Seen, Version
+from .rollover import NOTHING_SEEN, AuditDue, Failed, Seen, Version
 from .state import LineageFile, Settings
 
 if TYPE_CHECKING:
@@ -160,6 +161,15 @@ class Run:
         self.data.rollover = rollover.advance(
             self.data.rollover, outcome, self.clock(), self.policy
         )
+
+    def audit_now(self) -> None:
+        """Audit in this run, even where runs do not audit (``certbot renew``): the
+        settings ask for another record TTL, which the audit finds differing and the
+        core then changes in DNS."""
+        self.advance(AuditDue())
+        if self.policy.audit_interval <= 0:
+            # Due once (the state has no audit time now), then not again this run.
+            self.policy = replace(self.policy, audit_interval=math.inf)
 
     def note(self, what: str, detail: str = "") -> None:
         self.data.note(what, detail, self.clock())

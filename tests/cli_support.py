@@ -68,6 +68,20 @@ class CliDeployment(Deployment):
         os.replace(tmp, link)
 
 
+#: The columns of the status table, in order.
+COLUMNS = (
+    "LINEAGE", "SERVED", "EXPIRES", "PENDING", "PUBLISHED", "VISIBLE", "HOLD LEFT",
+    "LAST CHECK", "STATE", "LAST ERROR",
+)
+
+
+def cells(header: str, line: str) -> dict[str, str]:
+    """Cut a table line at the header's column starts."""
+    starts = [header.index(name) for name in COLUMNS]
+    ends = [*starts[1:], None]
+    return {n: line[a:b].strip() for n, a, b in zip(COLUMNS, starts, ends, strict=True)}
+
+
 def spki_sha256(pem_path: Path) -> str:
     """3 1 1 data computed here, without certbot_dane.tlsa."""
     cert = load_pem_chain(pem_path.read_bytes())[0]

@@ -277,3 +277,41 @@ class ScriptedDns:
         self._stop.set()
         self._thread.join()
         self.sock.close()
+
+
+class LaggingSecondary:
+    """A secondary authoritative server whose zone transfers stopped.
+
+    It relays every question to the primary (UDP, as asked) until
+    :meth:`freeze`; from then on, TLSA questions at a frozen owner get the
+    answer the primary gave at that moment, signatures included, whatever the
+    primary serves now: the new records never arrive here.
+    """
+
+    def __init__(self, primary: tuple[str, int]) -> None:
+        self.primary = primary
+        self.frozen: dict[dns.name.Name, bytes] = {}
+        self.server = ScriptedDns(self._reply)
+        self.address = self.server.address
+
+    def freeze(self, owner: str) -> None:
+        query = dns.message.make_query(owner, dns.rdatatype.TLSA, want_dnssec=True)
+        query.flags &= ~dns.flags.RD
+        answer = dns.query.udp(query, self.primary[0], port=self.primary[1], timeout=3)
+        self.frozen[dns.name.from_text(owner)] = answer.to_wire()
+
+    def _reply(self, query: dns.message.Message) -> list[tuple[float, dns.message.Message]]:
+        question = query.question[0]
+        held = self.frozen.get(question.name)
+        if held is not None and question.rdtype == dns.rdatatype.TLSA:
+            answer = dns.message.from_wire(held)
+            answer.id = query.id
+            return [(0.0, answer)]
+        try:
+            relayed = dns.query.udp(query, self.primary[0], port=self.primary[1], timeout=3)
+        except (dns.exception.DNSException, OSError):
+            return []
+        return [(0.0, relayed)]
+
+    def close(self) -> None:
+        self.server.close()

@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 
 from certbot_dane import report
-from tests.cli_support import CliDeployment, host_for, one_error_line
+from tests.cli_support import CliDeployment, cells, host_for, one_error_line
 from tests.lab.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -67,19 +67,6 @@ def test_json_during_a_rollover(dep: CliDeployment) -> None:
     assert len(row["owned_records"]) == 2
     offline = rows(dep, "--offline")[0]
     assert offline["records_visible"] is None and offline["served"] == 1
-
-
-COLUMNS = (
-    "LINEAGE", "SERVED", "EXPIRES", "PENDING", "PUBLISHED", "VISIBLE", "HOLD LEFT",
-    "LAST CHECK", "STATE", "LAST ERROR",
-)
-
-
-def cells(header: str, line: str) -> dict[str, str]:
-    """Cut a table line at the header's column starts."""
-    starts = [header.index(name) for name in COLUMNS]
-    ends = [*starts[1:], None]
-    return {n: line[a:b].strip() for n, a, b in zip(COLUMNS, starts, ends, strict=True)}
 
 
 def test_table(dep: CliDeployment) -> None:

@@ -1,6 +1,7 @@
 """The engine shell over an in-memory DNS: ordering, faults and crashes."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -443,3 +444,40 @@ def test_soft_store_error_is_retried_without_failing(env: Env) -> None:
     assert data is not None and data.rollover.last_error and "128" in data.rollover.last_error
     env.settle()
     assert env.served() == 2
+
+
+def test_a_repaired_record_is_logged_once(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """The audit finds a record deleted by hand and re-publishes it: one warning, not a
+    'missing' line and then a 'repaired' line for the same record."""
+    env.engine().install(NAME, env.settings)
+    (record,) = env.records_of(1)
+    env.dns.zone[OWNER].discard(record)
+    env.now += env.settings.audit_interval
+    engine = env.engine()
+    engine.audit = True
+    with caplog.at_level("INFO", logger="certbot_dane"):
+        result = engine.check(NAME)
+    assert result.steps == ["repaired 1 record(s) missing from DNS"]
+    assert record in env.dns.records()
+    lines = [r.getMessage() for r in caplog.records if record.data[:16] in r.getMessage()]
+    assert len(lines) == 1 and "repaired: re-published 1 record(s)" in lines[0], lines
+
+
+def test_a_changed_record_ttl_is_applied_by_the_same_run(env: Env) -> None:
+    """certbot renew (no audits) with a lowered --dane-record-ttl: the run audits once,
+    changes the TTL in DNS, and the next hold counts the old TTL."""
+    env.engine().install(NAME, env.settings)
+    assert env.dns.ttls[OWNER] == 60
+    env.now += 10
+    lowered = dataclasses.replace(env.settings, record_ttl=30)
+    engine = env.engine()
+    result = engine.install(NAME, lowered)
+    assert result.steps == ["changed the TTL at 1 owner name(s) to 30 s"]
+    assert env.dns.ttls[OWNER] == 30
+    data = state.load(env.config, NAME)
+    assert data is not None and data.settings.record_ttl == 30
+    assert data.rollover.hold_floor == env.now + 60, "caches may hold the old TTL"
+    assert [e.what for e in data.timeline][-1] == "ttl"
+    audits_before = sum(o.queries for o in env.observers)
+    env.engine().install(NAME, lowered)
+    assert sum(o.queries for o in env.observers) == audits_before, "unchanged: no DNS"

@@ -110,6 +110,9 @@ options {{
     notify no;
     allow-transfer {{ none; }};
     version none;
+    // Every query is logged (to named.log): tests count the questions a
+    // command sends.
+    querylog yes;
 }};
 
 // No rndc channel: it would need the system's rndc.key and port 953.

@@ -488,6 +488,8 @@ www     IN A    {LOOPBACK}
 server:
     verbosity: 1
     val-log-level: 2
+    # Every query is logged: tests count the questions a command sends.
+    log-queries: yes
     use-syslog: no
     logfile: "{d}/unbound.log"
     log-time-ascii: yes
