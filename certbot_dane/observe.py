@@ -348,9 +348,18 @@ class Observer:
             need = {r for r in wanted if r.owner == owner}
             for name in asked[owner]:
                 found, ad = _raise(views[(name, None)])
-                if not ad or not need <= found:
+                if need <= found and not ad:
                     validated = False
-                    missing = missing or f"{name} not validated by the resolver"
+                    missing = missing or (
+                        f"{name}: the resolver returns them without AD; it does not "
+                        "validate, or the zone's chain of trust is broken"
+                    )
+                elif not need <= found:
+                    validated = False
+                    missing = missing or (
+                        f"{name}: the resolver does not return them yet (it may still "
+                        "hold the RRset from before)"
+                    )
         return Observation(authoritative, validated, ttl, missing)
 
     def _servers(self, owners: Iterable[str]) -> dict[str, list[Address] | ObserveError]:

@@ -538,8 +538,9 @@ def _prove(
     if now < end:
         return Wait("hold: caches may still have the old RRset", end, "hold")
     if not seen.look.validated:
+        detail = f" ({seen.look.detail})" if seen.look.detail else ""
         return Wait(
-            "the validating resolver does not yet return the new records with AD",
+            f"the validating resolver does not yet return the new records with AD{detail}",
             waiting_for="validation",
         )
     return Prove(unproven)

@@ -84,7 +84,11 @@ def test_a_resolver_without_ad_is_waited_for(dep: CliDeployment) -> None:
     dep.renew()
     check_until(dep, "validation")
     row = agree(dep, "validation")
-    assert row["state"] == "the validating resolver does not yet return the new records with AD"
+    assert row["state"] == (
+        "the validating resolver does not yet return the new records with AD "
+        f"({dep.owner}: the resolver returns them without AD; it does not validate, or the "
+        "zone's chain of trust is broken)"
+    )
     assert (row["served"], row["pending"], row["until"]) == (1, 2, None)
     assert row["records_visible"] == 0, "no answer without AD counts as visible"
     assert dep.served() == 1

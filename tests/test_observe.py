@@ -245,7 +245,10 @@ def test_observe_resolver_cache_then_flush(lab: Lab, owner: str) -> None:
     lab.wait_signed(owner, "TLSA", expect=[text(record)])
     stale = observer.observe([record])
     assert (stale.authoritative, stale.validated) == (True, False)
-    assert stale.detail == f"{owner} not validated by the resolver"
+    assert stale.detail == (
+        f"{owner}: the resolver does not return them yet (it may still hold the RRset "
+        "from before)"
+    )
     lab.flush_resolver(owner, "TLSA")
     fresh = observer.observe([record])
     assert (fresh.authoritative, fresh.validated) == (True, True)
@@ -341,7 +344,10 @@ def test_resolver_without_validation(lab: Lab, owner: str) -> None:
     assert observer.validated(owner) == ({record}, False)
     seen = observer.observe([record])
     assert (seen.authoritative, seen.validated) == (True, False)
-    assert seen.detail == f"{owner} not validated by the resolver"
+    assert seen.detail == (
+        f"{owner}: the resolver returns them without AD; it does not validate, or the "
+        "zone's chain of trust is broken"
+    )
 
 
 @pytest.mark.lab
