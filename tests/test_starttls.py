@@ -7,6 +7,9 @@ follow the protocol.
 """
 from __future__ import annotations
 
+import socket
+import struct
+
 import pytest
 
 from certbot_dane.verify import STARTTLS_PROTOCOLS, EndpointError, fetch_chain
@@ -223,3 +226,34 @@ def test_smtp_greeting_other_than_220() -> None:
     with ScriptedServer(script) as server:
         message = failure(server, "smtp")
     assert message == f"127.0.0.1:{server.port} greeted with 554, not 220"
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3", "xmpp", "smtp"])
+def test_a_server_that_never_speaks_times_out_in_the_dialogue(protocol: str) -> None:
+    def script(peer: Peer) -> bool:
+        peer.conn.recv(4096)  # whatever the client says first, if anything
+        peer.reader.read(1)  # then silence until the client gives up
+        return False
+
+    with ScriptedServer(script) as server:
+        message = failure(server, protocol, timeout=0.5)
+    assert "TLS handshake" not in message
+    assert message == (
+        f"127.0.0.1:{server.port}: no answer within 0.5 s during the "
+        f"{protocol.upper()} STARTTLS dialogue"
+    )
+
+
+def test_a_connection_reset_in_the_dialogue_is_named_as_such() -> None:
+    def script(peer: Peer) -> bool:
+        peer.send("* OK ready")
+        peer.line()
+        # Close with a reset (RST) instead of a FIN.
+        peer.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return False
+
+    with ScriptedServer(script) as server:
+        message = failure(server, "imap")
+    assert message == (
+        f"127.0.0.1:{server.port}: the IMAP STARTTLS dialogue failed: Connection reset by peer"
+    )
