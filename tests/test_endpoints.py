@@ -260,3 +260,21 @@ def test_probe_all_keeps_the_order_of_the_endpoints(leaves: list[Leaf]) -> None:
         (listed[0], True, "version 2 (served)"),
         (listed[1], False, "version 1 (old)"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        # An address and a port, or an address alone? Only brackets tell.
+        ("2001:db8::1:25", "write an IPv6 address as [ADDR]:PORT"),
+        ("::1:25", "write an IPv6 address as [ADDR]:PORT"),
+        ("[mx.example.com]:25", "brackets hold an IPv6 address; write a name or an IPv4 "
+         "address without them"),
+        ("[127.0.0.1]:25", "brackets hold an IPv6 address; write a name or an IPv4 "
+         "address without them"),
+    ],
+)
+def test_an_ipv6_address_needs_brackets_and_brackets_need_one(text: str, reason: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_endpoint(text)
+    assert str(info.value) == f"bad endpoint {text!r}: {reason}"
