@@ -50,19 +50,24 @@ def parse_endpoint(text: str) -> Endpoint:
     part = text.strip()
     form = "expected HOST:PORT[/STARTTLS], e.g. 127.0.0.1:25/smtp or mx2.example.com:993"
     where, _, starttls = part.partition("/")
-    if where.startswith("["):
+    bracketed = where.startswith("[")
+    if bracketed:
         host, _, rest = where[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port = where.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"bad endpoint {part!r}: {form}")
-    if ":" in host:
+    if ":" in host and not bracketed:
+        # 2001:db8::1:25 is an address and a port, or an address alone.
+        raise ValueError(f"bad endpoint {part!r}: write an IPv6 address as [ADDR]:PORT")
+    if bracketed:
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise ValueError(
-                f"bad endpoint {part!r}: write an IPv6 address as [ADDR]:PORT"
+                f"bad endpoint {part!r}: brackets hold an IPv6 address; write a name or an "
+                "IPv4 address without them"
             ) from None
     protocol = starttls.lower() or None
     if protocol is not None and protocol not in STARTTLS_PROTOCOLS:

@@ -489,11 +489,11 @@ class Engine:
     def _alarm(self, run: Run, reason: str) -> None:
         """A wait the operator must hear of: the check fails with this one line."""
         run.result.error = reason
-        if run.dry:
-            return
-        if run.data.rollover.last_error != reason:
+        if not run.dry and run.data.rollover.last_error != reason:
             run.note("error", reason)
             logger.info("dane: lineage %s: %s", run.name, reason)
+        # A dry run too (it saves nothing): its probe cleared the recorded
+        # error, and status must show the one the check records.
         run.advance(Failed(reason, "endpoint"))
 
     def _switch_all(self, items: list[tuple[Run, Switch]]) -> None:

@@ -192,6 +192,25 @@ def _starttls(sock: socket.socket, where: str, protocol: str, domain: str | None
         raise EndpointError(f"STARTTLS for {protocol!r} is not supported")
 
 
+def _dialogue(
+    sock: socket.socket, where: str, protocol: str, domain: str | None, timeout: float
+) -> None:
+    """The STARTTLS dialogue; a server that stalls or drops it is named as such,
+    not as a failed handshake (none has started yet)."""
+    try:
+        _starttls(sock, where, protocol, domain)
+    except TimeoutError:
+        raise EndpointError(
+            f"{where}: no answer within {timeout:g} s during the {protocol.upper()} "
+            "STARTTLS dialogue"
+        ) from None
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise EndpointError(
+            f"{where}: the {protocol.upper()} STARTTLS dialogue failed: {reason}"
+        ) from None
+
+
 def _peer_chain(tls: ssl.SSLSocket) -> list[x509.Certificate]:
     """The chain as sent by the server, leaf first.
 
@@ -231,7 +250,7 @@ def fetch_chain(
     context.verify_mode = ssl.CERT_NONE
     try:
         if starttls:
-            _starttls(sock, where, starttls, server_name)
+            _dialogue(sock, where, starttls, server_name, timeout)
         with context.wrap_socket(sock, server_hostname=server_name) as tls:
             return _peer_chain(tls)
     except (OSError, ssl.SSLError, ValueError) as err:

@@ -20,14 +20,22 @@ def certbot_dane_path() -> str:
 
 
 class Deployment:
-    """A lineage for ``host`` under its own config dir, issued by the lab's Pebble."""
+    """A lineage for ``host`` under its own config dir, issued by the lab's Pebble.
 
-    def __init__(self, lab: Lab, root: Path, host: str, margin: int = 1) -> None:
+    ``dane_root`` is given as ``--dane-directory`` (default: the config dir's
+    ``dane``), e.g. for a service that must reach it without root.
+    """
+
+    def __init__(
+        self, lab: Lab, root: Path, host: str, margin: int = 1, dane_root: Path | None = None
+    ) -> None:
         self.lab = lab
         self.root = root
         self.host = host
         root.mkdir(parents=True, exist_ok=True)
         self.config = root / "config"
+        self.custom_dane_root = dane_root is not None
+        self.dane_root = dane_root if dane_root is not None else self.config / "dane"
         self.ini = lab.rfc2136_ini(root / "rfc2136.ini")
         self.margin = margin
         self.owner = f"_25._tcp.{host}."
@@ -60,6 +68,7 @@ class Deployment:
             str(self.lab.record_ttl),
             "--dane-hold-margin",
             str(self.margin),
+            *(["--dane-directory", str(self.dane_root)] if self.custom_dane_root else []),
         ]
 
     def certbot(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -126,10 +135,10 @@ class Deployment:
         return data
 
     def served(self) -> int | None:
-        return danedir.served_version(self.config / "dane", self.host)
+        return danedir.served_version(self.dane_root, self.host)
 
     def dane_dir(self) -> Path:
-        return self.config / "dane" / self.host
+        return self.dane_root / self.host
 
     def authoritative_records(self) -> set[str]:
         query = dns.message.make_query(self.owner, dns.rdatatype.TLSA)

@@ -4,6 +4,10 @@ It stands in for a mail server such as Postfix's smtpd, which loads
 ``fullchain.pem``/``privkey.pem`` per session: the moment a certificate file
 (or the symlink to it) changes, the very next client sees the new certificate.
 That is the strictest test of "switch only when the TLSA records are live".
+
+With ``per_connection=False`` it is the other kind of service: one that
+loads its certificate when it starts and keeps presenting it until it is
+restarted (:meth:`DaneService.restart`), whatever the links say meanwhile.
 """
 
 from __future__ import annotations
@@ -21,12 +25,23 @@ GREETING = b"220 dane-lab ESMTP ready\r\n"
 class DaneService:
     """TLS on 127.0.0.1:``port`` (0: a free one, see ``.port`` after start)
     serving ``directory``/fullchain.pem with ``directory``/privkey.pem
-    (symlinks followed) as they are at each connection."""
+    (symlinks followed) as they are at each connection, or as they were at
+    the start or the last :meth:`restart` when ``per_connection`` is False."""
 
-    def __init__(self, directory: Path, port: int = 0, *, handshake_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int = 0,
+        *,
+        handshake_timeout: float = 10.0,
+        per_connection: bool = True,
+    ) -> None:
         self.directory = Path(directory)
         self.port = port
         self.handshake_timeout = handshake_timeout
+        self.per_connection = per_connection
+        self.restarts = 0
+        self._loaded: ssl.SSLContext | None = None
         self.connections = 0
         self.handshakes = 0
         self.load_errors = 0
@@ -62,6 +77,8 @@ class DaneService:
     def start(self) -> None:
         self._scratch_dir = tempfile.TemporaryDirectory(prefix="dane-service-")
         self._scratch = self._scratch_dir.name
+        if not self.per_connection:
+            self._loaded = self._load()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
@@ -88,6 +105,14 @@ class DaneService:
             self._scratch_dir.cleanup()
             self._scratch_dir = None
 
+    def restart(self) -> None:
+        """Load the certificate anew, as a restart of the service would; the
+        listening socket stays open, so no client is refused meanwhile."""
+        context = self._load()
+        with self._lock:
+            self._loaded = context
+            self.restarts += 1
+
     def _serve(self) -> None:
         assert self._sock is not None
         while not self._stopping.is_set():
@@ -102,6 +127,13 @@ class DaneService:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _context(self) -> ssl.SSLContext:
+        if self.per_connection:
+            return self._load()
+        with self._lock:
+            assert self._loaded is not None
+            return self._loaded
+
+    def _load(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         combined = self.directory / "combined.pem"
         if combined.exists():
