@@ -261,10 +261,32 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         display_util.notify(message)
 
     def _advise_renewal_conf(self, name: str) -> None:
-        """``certbot install`` does not record the installer: say what will."""
+        """``certbot install`` records neither the installer nor the options in the
+        renewal configuration: say so, and the one command that does."""
         conf = dane_settings.renewal_params(self.config.config_dir, name)
-        if conf.get("installer") == "dane":
+        command = self._recording_command(name)
+        if conf.get("installer") != "dane":
+            display_util.notify(
+                f"dane: 'certbot install' does not make renewals call this plugin for {name}. "
+                f"Run once: {command}\n"
+                "Until then 'certbot-dane check' (its timer) keeps the records and links in "
+                "step."
+            )
             return
+        differing = [
+            f"--dane-{key.replace('_', '-')}"
+            for key, value in self._options().items()
+            if value is not None and str(value) != str(conf.get(f"dane_{key}", ""))
+        ]
+        if differing:
+            display_util.notify(
+                f"dane: 'certbot install' does not store options: the next 'certbot renew' "
+                f"of {name} goes back to the renewal configuration's {', '.join(differing)}. "
+                f"To keep them, run once: {command}"
+            )
+
+    def _recording_command(self, name: str) -> str:
+        """The command that stores ``installer = dane`` and the given options."""
         import certbot
 
         args = dane_settings.cli_args(self._options())
@@ -276,11 +298,7 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
                 f"certbot renew --cert-name {name} --force-renewal "
                 f"--no-random-sleep-on-renew -i dane {args}"
             )
-        display_util.notify(
-            f"dane: 'certbot install' does not make renewals call this plugin for {name}. "
-            f"Run once: {command.strip()}\n"
-            "Until then 'certbot-dane check' (its timer) keeps the records and links in step."
-        )
+        return command.strip()
 
 
 def _first_version_waits(name: str, links: Path, result: Result) -> str:
