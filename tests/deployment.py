@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -22,10 +23,13 @@ def certbot_dane_path() -> str:
 class Deployment:
     """A lineage for ``host`` under its own config dir, issued by the lab's Pebble."""
 
-    def __init__(self, lab: Lab, root: Path, host: str, margin: int = 1) -> None:
+    def __init__(
+        self, lab: Lab, root: Path, host: str, margin: int = 1, tlsa: str = "311:25"
+    ) -> None:
         self.lab = lab
         self.root = root
         self.host = host
+        self.tlsa = tlsa
         root.mkdir(parents=True, exist_ok=True)
         self.config = root / "config"
         self.ini = lab.rfc2136_ini(root / "rfc2136.ini")
@@ -45,13 +49,13 @@ class Deployment:
             "1",
         ]
 
-    def dane_args(self, tlsa: str = "311:25") -> list[str]:
+    def dane_args(self, tlsa: str | None = None) -> list[str]:
         resolver = f"127.0.0.1:{self.lab.resolver_port}"
         return [
             "-i",
             "dane",
             "--dane-tlsa",
-            tlsa,
+            tlsa or self.tlsa,
             "--dane-resolver",
             resolver,
             "--dane-nameservers",
@@ -75,6 +79,11 @@ class Deployment:
         return self.certbot(
             "renew", "--force-renewal", "--no-random-sleep-on-renew", *extra, ok=ok
         )
+
+    def forget_acme_account(self) -> None:
+        """After :meth:`Lab.restart_pebble`: Pebble forgot the account, so drop it;
+        the next certbot run registers a new one and records it in the renewal conf."""
+        shutil.rmtree(self.config / "accounts", ignore_errors=True)
 
     # certbot-dane ------------------------------------------------------------
 
@@ -131,10 +140,16 @@ class Deployment:
     def dane_dir(self) -> Path:
         return self.config / "dane" / self.host
 
-    def authoritative_records(self) -> set[str]:
-        query = dns.message.make_query(self.owner, dns.rdatatype.TLSA)
+    def authoritative_records(self, name: str | None = None) -> set[str]:
+        """The TLSA records the authoritative server holds at ``name`` (the owner)."""
+        query = dns.message.make_query(name or self.owner, dns.rdatatype.TLSA)
         response = dns.query.udp(query, "127.0.0.1", port=self.lab.auth_port, timeout=3)
-        return {rd.to_text() for rrset in response.answer for rd in rrset}
+        return {
+            rd.to_text()
+            for rrset in response.answer
+            if rrset.rdtype == dns.rdatatype.TLSA
+            for rd in rrset
+        }
 
     def events(self, what: str) -> list[float]:
         return [e.time for e in self.lineage_file.timeline if e.what == what]
