@@ -31,7 +31,7 @@ from .rollover import (
     Retiring,
     Seen,
 )
-from .run import Run, by_observer, by_store, short, together
+from .run import Neighbours, Run, by_observer, by_store, short, together
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def publish_all(items: list[tuple[Run, Publish]]) -> None:
             continue
         views = dict(zip(owners, listed, strict=True))
         additions: list[tuple[Run, list[tlsa.Record], int]] = []
+        neighbours: Neighbours | None = None
         for run in ready:
             mine = {owner: views[owner] for owner in by_owner(records[run])}
             error = next((v for v in mine.values() if isinstance(v, StoreError)), None)
@@ -84,7 +85,13 @@ def publish_all(items: list[tuple[Run, Publish]]) -> None:
                 continue
             present = frozenset().union(*(v.records for v in mine.values()))  # type: ignore[union-attr]
             absent = records[run] - present
-            run.advance(Claimed(absent, priors.get(run), present))
+            shared: frozenset[tlsa.Record] = frozenset()
+            if records[run] & present:
+                # Present already: added by another lineage of this host? Then
+                # it is shared, and claimed by this one too (see Neighbours).
+                neighbours = neighbours or run.shared.neighbours()
+                shared = neighbours.owned_elsewhere(run.name, records[run] & present)
+            run.advance(Claimed(absent | shared, priors.get(run), present))
             for owner, group_ in by_owner(absent).items():
                 ttl = (
                     run.data.settings.record_ttl
@@ -234,13 +241,23 @@ def retire_all(items: list[tuple[Run, Retire]]) -> None:
         for run, action in group:
             run.advance(Retiring(action.records))
         runs[0].engine.save_all(runs)
-        # The records that stay: a store may wait for them to be up.
-        deletions = [(action.records, run.data.rollover.wanted()) for run, action in group]
+        neighbours = runs[0].shared.neighbours()
+        # The records that stay: a store may wait for them to be up. A record
+        # another lineage still wants stays too; this one lets go of it.
+        kept = {run: neighbours.wanted_elsewhere(run.name, a.records) for run, a in group}
+        deletions = [
+            (action.records - kept[run], run.data.rollover.wanted() | kept[run])
+            for run, action in group
+        ]
         errors = together(runs, store.delete_many, deletions)
         for (run, action), error in zip(group, errors or (), strict=errors is not None):
             if error is not None:
                 run.fail(error)
                 continue
             run.advance(Retired(action.records))
-            run.note("retired", short(action.records))
-            run.step(f"retired {len(action.records)} record(s)")
+            gone = action.records - kept[run]
+            if gone:
+                run.note("retired", short(gone))
+                run.step(f"retired {len(gone)} record(s)")
+            if kept[run]:
+                run.note("shared", f"left for the other lineages that want it: {short(kept[run])}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from certbot_dane import danedir, state
 from certbot_dane.engine import Engine
 from certbot_dane.state import Settings
 from certbot_dane.tlsa import Record
-from tests.certs import FakeLineage
+from tests.certs import FakeLineage, TinyCA
 from tests.fakes import Crash, FakeDNS, FakeObserver, FakeStore
 from tests.farm import count_steps, records_of
 
@@ -340,3 +341,48 @@ def test_soft_store_error_is_retried_without_failing(env: Env) -> None:
     assert data is not None and data.rollover.last_error and "128" in data.rollover.last_error
     env.settle()
     assert env.served() == 2
+
+
+def _shared_env(tmp_path: Path) -> tuple[Env, FakeLineage, Settings]:
+    """Two lineages for one host name (as an RSA and an ECDSA certificate are),
+    from one CA, with 311:25,211:25: one owner name, one shared 2 1 1 record."""
+    env = Env(tmp_path)
+    env.settings = replace(env.settings, targets="311:25,211:25")
+    other = FakeLineage(env.config, "mail-second", [NAME])
+    other.ca = env.lineage.ca
+    env.lineage.renew()
+    other.renew()
+    return env, other, env.settings
+
+
+def test_a_record_another_lineage_wants_is_not_deleted(tmp_path: Path) -> None:
+    env, other, settings = _shared_env(tmp_path)
+    env.engine().install(NAME, settings)
+    env.engine().install("mail-second", settings)
+    theirs = records_of(env.config, "mail-second", 1)
+    assert theirs <= env.dns.records() and len(env.dns.records()) == 3
+    env.lineage.ca = TinyCA()  # the first lineage's CA moves to another intermediate
+    env.lineage.renew()
+    env.settle()
+    assert env.served() == 2
+    assert theirs <= env.dns.records(), "the second lineage lost its 2 1 1 record"
+    assert len(env.dns.records()) == 4
+
+
+def test_a_shared_record_goes_with_the_last_lineage_that_wants_it(tmp_path: Path) -> None:
+    env, other, settings = _shared_env(tmp_path)
+    env.engine().install(NAME, settings)
+    env.engine().install("mail-second", settings)
+    shared = {r for r in env.dns.records() if r.usage == 2}
+    for lineage in (env.lineage, other):
+        lineage.ca = TinyCA()
+    env.lineage.renew()
+    env.settle()
+    assert shared <= env.dns.records(), "the second lineage still serves a certificate of it"
+    other.renew()
+    for _ in range(10):
+        env.engine().check("mail-second")
+        env.now += 100
+    assert not shared & env.dns.records(), "nobody wants it any more: it must go"
+    assert len(env.dns.records()) == 4
+
