@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from . import tlsa
-from .dns import StoreError
-from .dns.base import by_owner
+from .dns import RecordStore, StoreError
+from .dns.base import RRsetView, by_owner, outcome
 from .observe import Alias, AuditView, Observation, ObserveError
 from .rollover import (
     Audit,
@@ -30,6 +30,7 @@ from .rollover import (
     Retired,
     Retiring,
     Seen,
+    Unclaimed,
 )
 from .run import Neighbours, Run, by_observer, by_store, short, together
 
@@ -104,12 +105,36 @@ def publish_all(items: list[tuple[Run, Publish]]) -> None:
             ready[0].engine.save_all(ready)
         batch = [(group_, ttl) for _, group_, ttl in additions]
         errors = (together(ready, store.add_many, batch) if batch else None) or [None] * len(batch)
+        failed = [(run, group_) for (run, group_, _), e in zip(additions, errors, strict=True) if e]
+        _unclaim(store, failed)
         for (run, _, _), error in zip(additions, errors, strict=True):
             if error is not None and not run.stopped:
                 run.fail(_where(run, error))
         for run in ready:
             if not run.stopped:
                 _published(run, records[run], priors.get(run))
+
+
+def _unclaim(store: RecordStore, failed: list[tuple[Run, list[tlsa.Record]]]) -> None:
+    """Claims of records whose add failed and that DNS does not have: let them go.
+
+    A claim is made before the add so that a crash after the add leaks
+    nothing; after a failed add, the store is asked again, and a record it
+    does not have was never added (a refusal, a zone these credentials may
+    not update). One that is there after all (a late apply) stays claimed,
+    as does everything when the store cannot be asked.
+    """
+    if not failed:
+        return
+    owners = sorted({r.owner for _, group in failed for r in group})
+    views = outcome(store.list_many, owners)
+    if isinstance(views, StoreError):
+        return
+    present = {o: v.records for o, v in zip(owners, views, strict=True) if isinstance(v, RRsetView)}
+    for run, group in failed:
+        gone = frozenset(r for r in group if r.owner in present and r not in present[r.owner])
+        if gone:
+            run.advance(Unclaimed(gone))
 
 
 def _published(run: Run, records: frozenset[tlsa.Record], prior: int | None) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from certbot_dane import danedir, state
+from certbot_dane.dns import StoreError
 from certbot_dane.engine import Engine
 from certbot_dane.state import Settings
 from certbot_dane.tlsa import Record
@@ -386,3 +387,23 @@ def test_a_shared_record_goes_with_the_last_lineage_that_wants_it(tmp_path: Path
     assert not shared & env.dns.records(), "nobody wants it any more: it must go"
     assert len(env.dns.records()) == 4
 
+
+def test_a_refused_add_claims_nothing(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    real_add = FakeStore.add
+
+    def refused(self: FakeStore, records: object, ttl: int) -> None:
+        raise StoreError("fake store: the server refused the update (REFUSED)")
+
+    FakeStore.add = refused  # type: ignore[method-assign]
+    try:
+        result = env.engine().check(NAME)
+    finally:
+        FakeStore.add = real_add  # type: ignore[method-assign]
+    assert result.error and "REFUSED" in result.error
+    data = state.load(env.config, NAME)
+    assert data is not None
+    assert data.rollover.owned == frozenset(env.records_of(1)), "the refused records are not ours"
+    env.settle()
+    assert env.served() == 2 and env.dns.records() == env.records_of(2)
