@@ -156,15 +156,39 @@ def _published(run: Run, records: frozenset[tlsa.Record], prior: int | None) -> 
 
 
 def _where(run: Run, error: StoreError) -> StoreError:
-    """A store error for an aliased owner also says where the records go."""
+    """A store error for an aliased owner also says where the records go: the
+    alias's target, and the target's zone, which the lineage's credentials
+    must be allowed to update."""
     aliases = {t: o for o, t in run.data.rollover.aliases if o != t}
-    for target, owner in aliases.items():
-        if target in str(error):
+    if not aliases:
+        return error
+    text = str(error)
+    named = [t for t in aliases if t in text or t.rstrip(".") in text]
+    zones = {t: _zone_of(run, t) for t in (named or aliases)}
+    if not named:
+        # A batched update names its zone, not each owner.
+        named = [t for t, z in zones.items() if z and (z in text or z.rstrip(".") in text)]
+    for target in sorted(named):
+        owner, zone = aliases[target], zones[target]
+        if zone is None:
             return type(error)(
                 f"TLSA owner {owner} is an alias (CNAME) of {target}, so its records go "
                 f"there: {error}"
             )
+        return type(error)(
+            f"TLSA owner {owner} is an alias (CNAME) of {target}, in zone {zone}: its "
+            f"records are written there, so the lineage's DNS credentials must be allowed "
+            f"to update {zone} (or point the CNAME into a zone they may update): {error}"
+        )
     return error
+
+
+def _zone_of(run: Run, name: str) -> str | None:
+    """The zone of ``name`` as the resolver sees it, for a message; None if unknown."""
+    try:
+        return run.observer.zone_of(name)
+    except (ObserveError, ValueError):
+        return None
 
 
 def _prior_ttls(records: dict[Run, frozenset[tlsa.Record]]) -> dict[Run, int]:
