@@ -184,7 +184,9 @@ class Run:
         self.note("error", message)
         self.result.error = message
         if not self.dry:
-            logger.error("dane: lineage %s: %s", self.name, message)
+            # The shell reports it (certbot shows the installer's error, the
+            # CLI prints the result's): logged louder here, it showed twice.
+            logger.info("dane: lineage %s: %s", self.name, message)
 
     def attempt(self, *steps: Callable[[Run], None]) -> bool:
         """Run steps for this lineage; an error stops it (recorded), never the others."""
