@@ -72,12 +72,15 @@ class Deployment:
             assert done.returncode == 0, f"certbot {args[0]} failed:\n{done.stdout}{done.stderr}"
         return done
 
-    def issue(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        return self.certbot("run", *self.dns_args(), *self.dane_args(), "-d", self.host, *extra)
+    def issue(self, *extra: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.certbot(
+            "run", *self.dns_args(), *self.dane_args(), "-d", self.host, *extra, ok=ok
+        )
 
     def renew(self, *extra: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         return self.certbot(
-            "renew", "--force-renewal", "--no-random-sleep-on-renew", *extra, ok=ok
+            "renew", "--cert-name", self.host, "--force-renewal", "--no-random-sleep-on-renew",
+            *extra, ok=ok,
         )
 
     def forget_acme_account(self) -> None:
@@ -110,7 +113,7 @@ class Deployment:
         return done
 
     def status(self) -> dict:
-        done = self.cli("status", "--json")
+        done = self.cli("status", "--json", "--cert-name", self.host)
         assert done.returncode == 0, done.stderr
         rows = json.loads(done.stdout)
         assert len(rows) == 1, rows
