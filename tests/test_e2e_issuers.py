@@ -143,7 +143,9 @@ def test_bundled_intermediate_switches_within_the_renewal(bundled: Bundled) -> N
 
 def test_bundle_change_publishes_before_it_is_needed(bundled: Bundled) -> None:
     """A new intermediate in the bundle is published and proven by the checks
-    alone, with no renewal: the served version and the links do not move."""
+    alone, with no renewal: the served version and the links do not move.
+    Taken out of the bundle again, nothing needs it: its record goes at the
+    next check."""
     dep, lab = bundled, bundled.lab
     a = lab.pebble_intermediate()
     b = lab.restart_pebble()
@@ -157,6 +159,11 @@ def test_bundle_change_publishes_before_it_is_needed(bundled: Bundled) -> None:
     data = dep.lineage_file.rollover
     assert len(data.issuers) == 2 and data.issuers <= data.live
     assert dep.served() == 1 and data.pending is None
+    dep.bundle_of(a)
+    done = dep.check()
+    assert done.returncode == 0, done.stderr
+    assert record_211(b) not in dep.authoritative_records(), "retired at the first check"
+    assert record_211(a) in dep.authoritative_records()
     assert_no_probe_failures(dep)
 
 
