@@ -22,8 +22,21 @@ renewal); negative when it happened inside it:
   new record;
 * switch: the "switched" event of the plugin's timeline.
 
+Two more cases (``--cases``), each at margin 0:
+
+* ``cname``: the TLSA owner is a CNAME to a name in a second signed zone of
+  the lab (``alias.test.``): the records go to the target, the poller asks
+  BIND at the target and Unbound at the owner (as a DANE client does), and
+  the table is the one above.
+* ``issuers``: ``--dane-tlsa 311:25,211:25 --dane-issuers bundle.pem``.
+  Pebble is restarted for a new intermediate, which goes into the bundle;
+  checks run until its record is live; then the renewal with a new key,
+  whose certificate chains to it. Times are seconds after the end of that
+  renewal; "within" says whether the switch came during ``certbot renew``.
+
 Usage: .venv/bin/python bench/latency.py [--ttls 30,60,120] [--interval 5]
        [--quick]   (TTLs 5 and 10: a smoke run)
+       [--cases plain,cname,issuers]   (default: plain)
 """
 from __future__ import annotations
 
@@ -39,7 +52,7 @@ import dns.flags
 import dns.rdatatype
 from benchlib import Deployment, Lab, certbot_dane_cmd, load_average, scratch_dir, table
 
-from certbot_dane import state
+from certbot_dane import state, tlsa
 from certbot_dane.settings import DEFAULT_HOLD_MARGIN
 from tests.lab.probe import Prober, dane_check
 from tests.lab.service import DaneService
@@ -47,6 +60,8 @@ from tests.lab.service import DaneService
 CHECK_INTERVAL = 5.0
 POLL_INTERVAL = 0.1
 TAIL = 3.0  # seconds probed after the switch
+CASES = ("plain", "cname", "issuers")
+ALIAS_ZONE = "alias.test."
 
 
 def main() -> int:
@@ -57,45 +72,75 @@ def main() -> int:
         "--interval", type=float, default=CHECK_INTERVAL,
         help=f"seconds between two certbot-dane check runs (default {CHECK_INTERVAL:.0f})",
     )
+    parser.add_argument(
+        "--cases", default="plain",
+        help="comma-separated: plain (margin 0 and the default), cname (owner behind a "
+        "CNAME, margin 0), issuers (311:25,211:25 with the intermediate in an issuer "
+        "bundle) (default: plain)",
+    )
     parser.add_argument("--keep", help="run directory to keep (default: a temporary one)")
     args = parser.parse_args()
     ttls = [5, 10] if args.quick else [int(t) for t in args.ttls.split(",")]
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}: choose from {', '.join(CASES)}")
     root, tmp = scratch_dir("certbot-dane-bench-latency-", args.keep)
     loads = [load_average()]
-    rows = []
+    rows: dict[str, list[list[object]]] = {case: [] for case in cases}
     try:
         for ttl in ttls:
-            with Lab(root / f"lab-{ttl}", ttl=ttl) as lab:
-                for margin in (0, None):
-                    outcome = measure(lab, root, ttl, margin, args.interval)
-                    rows.append(outcome.row(args.interval))
+            zones = (ALIAS_ZONE,) if "cname" in cases else ()
+            with Lab(root / f"lab-{ttl}", ttl=ttl, extra_zones=zones) as lab:
+                if "plain" in cases:
+                    for margin in (0, None):
+                        outcome = measure(lab, root, ttl, margin, args.interval)
+                        rows["plain"].append(outcome.row(args.interval))
+                if "cname" in cases:
+                    outcome = measure(lab, root, ttl, 0, args.interval, cname=True)
+                    rows["cname"].append(outcome.row(args.interval))
+                if "issuers" in cases:
+                    # Last: it restarts Pebble, which forgets every ACME account.
+                    rows["issuers"].append(measure_issuers(lab, root, ttl, args.interval).row())
     finally:
         loads.append(load_average())
         if tmp is not None:
             tmp.cleanup()
-    print(
-        f"rollover latency, seconds after the end of the renewal; check every "
-        f"{args.interval:g} s; load average {loads[0]} before, {loads[1]} after"
-    )
-    print(
-        table(
-            [
-                "TTL",
-                "margin",
-                "visible",
-                "validated",
-                "lower bound",
-                "switch",
-                "ratio",
-                "target",
-                "met",
-                "probes",
-                "probe failures",
-            ],
-            rows,
+    ok = True
+    for case in cases:
+        print(
+            f"{TITLES[case]}; check every {args.interval:g} s; load average {loads[0]} "
+            f"before, {loads[1]} after"
         )
-    )
-    return 0 if all(row[-1] == 0 for row in rows) else 1
+        print(table(HEADERS[case], rows[case]))
+        print()
+        ok = ok and all(row[-1] == 0 for row in rows[case])
+    return 0 if ok else 1
+
+
+TITLES = {
+    "plain": "rollover latency, seconds after the end of the renewal",
+    "cname": (
+        f"rollover latency, TLSA owner behind a CNAME into {ALIAS_ZONE}, margin 0, seconds "
+        "after the end of the renewal"
+    ),
+    "issuers": (
+        "zero-wait rollover, 311:25,211:25 with the new intermediate in the issuer bundle, "
+        "seconds after the end of the renewal"
+    ),
+}
+_LATENCY = [
+    "TTL", "margin", "visible", "validated", "lower bound", "switch", "ratio", "target", "met",
+    "probes", "probe failures",
+]
+HEADERS = {
+    "plain": _LATENCY,
+    "cname": _LATENCY,
+    "issuers": [
+        "TTL", "bundle live after", "renewal took", "switch", "within the renewal", "checks",
+        "probes", "probe failures",
+    ],
+}
 
 
 @dataclass
@@ -137,11 +182,16 @@ def _seconds(value: float) -> str:
 
 
 class Poller:
-    """Samples the TLSA RRset at BIND (signed?) and through Unbound (AD?)."""
+    """Samples the TLSA RRset at BIND (signed?) and through Unbound (AD?).
 
-    def __init__(self, lab: Lab, owner: str) -> None:
+    ``target``: where BIND keeps the records when the owner is an alias;
+    Unbound is asked at the owner, as a DANE client asks.
+    """
+
+    def __init__(self, lab: Lab, owner: str, target: str | None = None) -> None:
         self.lab = lab
         self.owner = owner
+        self.target = target or owner
         self.samples: list[tuple[float, frozenset[str], bool, frozenset[str], bool]] = []
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -158,7 +208,7 @@ class Poller:
         while not self._stopping.is_set():
             began = time.time()
             try:
-                bind = self.lab.auth_query(self.owner, "TLSA")
+                bind = self.lab.auth_query(self.target, "TLSA")
                 resolver = self.lab.resolver_query(self.owner, "TLSA")
             except Exception:  # noqa: BLE001 - a lost sample, not a lost run
                 self._stopping.wait(POLL_INTERVAL)
@@ -188,10 +238,15 @@ def _tlsa(response: object) -> tuple[frozenset[str], bool]:
     return frozenset(records), signed
 
 
-def measure(lab: Lab, root: Path, ttl: int, margin: int | None, interval: float) -> Outcome:
-    label = f"t{ttl}-m{'default' if margin is None else margin}"
+def measure(
+    lab: Lab, root: Path, ttl: int, margin: int | None, interval: float, cname: bool = False
+) -> Outcome:
+    label = f"t{ttl}-m{'default' if margin is None else margin}" + ("-cname" if cname else "")
     host = f"{label}.dane.test"
     dep = Deployment(lab, root / label, host, margin=margin or 0)
+    target = f"_tlsa.{label}.{ALIAS_ZONE}" if cname else dep.owner
+    if cname:
+        lab.publish(dep.owner, "CNAME", target)
     args = dep.dane_args()
     if margin is None:
         cut = args.index("--dane-hold-margin")
@@ -204,16 +259,16 @@ def measure(lab: Lab, root: Path, ttl: int, margin: int | None, interval: float)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{host}: the first record never validated")
             time.sleep(0.3)
-        old = dep.authoritative_records()
+        old = dep.authoritative_records(target)
         with Prober(host, service.port, lab.resolver, dep.owner, interval_ms=300) as prober:
-            with Poller(lab, dep.owner) as poller:
+            with Poller(lab, dep.owner, target) as poller:
                 dep.renew()
                 ended = time.time()
                 print(f"  renewed; checking every {interval:g} s", file=sys.stderr, flush=True)
                 _check_until_switched(dep, interval, limit=3 * ttl + 300)
                 time.sleep(TAIL)
             prober.stop()
-        new = next(iter(dep.authoritative_records() - old))
+        new = next(iter(dep.authoritative_records(target) - old))
     data = state.load(dep.config, host)
     assert data is not None
     switched = max(e.time for e in data.timeline if e.what == "switched")
@@ -233,21 +288,123 @@ def measure(lab: Lab, root: Path, ttl: int, margin: int | None, interval: float)
     return outcome
 
 
+@dataclass
+class ZeroWait:
+    ttl: int
+    bundle_live: float  # seconds from the bundle change to its record proven live
+    renewal: float  # seconds certbot renew took
+    switch: float  # after the end of the renewal
+    within: bool  # the switch came during certbot renew
+    checks: int  # certbot-dane check runs between the renewal and the switch
+    probes: int
+    failures: int
+
+    def row(self) -> list[object]:
+        return [
+            self.ttl,
+            _seconds(self.bundle_live),
+            _seconds(self.renewal),
+            _seconds(self.switch),
+            "yes" if self.within else "NO",
+            self.checks,
+            self.probes,
+            self.failures,
+        ]
+
+
+def measure_issuers(lab: Lab, root: Path, ttl: int, interval: float) -> ZeroWait:
+    """A new-key renewal whose intermediate is bundled and live beforehand."""
+    label = f"t{ttl}-issuers"
+    host = f"{label}.dane.test"
+    dep = Deployment(lab, root / label, host, margin=0, tlsa="311:25,211:25")
+    bundle = dep.root / "issuers.pem"
+    bundle.write_text(lab.pebble_intermediate(), encoding="ascii")
+    print(f"T={ttl} issuers: issuing {host} ...", file=sys.stderr, flush=True)
+    dep.certbot("run", *dep.dns_args(), *dep.dane_args(), "--dane-issuers", str(bundle),
+                "-d", host)
+    with DaneService(dep.dane_dir()) as service:
+        deadline = time.monotonic() + 2 * ttl + 60
+        while not dane_check(host, service.port, lab.resolver, dep.owner).ok:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{host}: the first record never validated")
+            time.sleep(0.3)
+        with Prober(host, service.port, lab.resolver, dep.owner, interval_ms=300) as prober:
+            new = lab.restart_pebble()
+            dep.forget_acme_account()
+            bundle.write_text(bundle.read_text(encoding="ascii") + new, encoding="ascii")
+            changed = time.time()
+            print("  new intermediate bundled; checking until it is live", file=sys.stderr)
+            _check_until_settled(dep, interval, limit=3 * ttl + 300)
+            live = max(e.time for e in _timeline(dep) if e.what == "live") - changed
+            began = time.time()
+            dep.renew()
+            ended = time.time()
+            _check_until_switched(dep, interval, limit=3 * ttl + 300)
+            time.sleep(TAIL)
+            prober.stop()
+    switched = max(e.time for e in _timeline(dep) if e.what == "switched")
+    served = state.load(dep.config, host)
+    assert served is not None and served.rollover.served is not None
+    issuer = tlsa.load_pem_chain(new.encode())[0]
+    assert any(r.usage == 2 and r.data == tlsa.association(issuer, 1, 1)
+               for r in served.rollover.served.records), "the renewal did not use the new CA"
+    outcome = ZeroWait(
+        ttl=ttl,
+        bundle_live=live,
+        renewal=ended - began,
+        switch=switched - ended,
+        within=began <= switched <= ended,
+        checks=sum(1 for when, _ in dep.checks if began <= when <= switched),
+        probes=len(prober.samples),
+        failures=len(prober.failures),
+    )
+    print(f"  {outcome}", file=sys.stderr, flush=True)
+    for sample in prober.failures[:5]:
+        print(f"  probe failure: {sample.reason}", file=sys.stderr)
+    return outcome
+
+
+def _timeline(dep: Deployment) -> list[state.Event]:
+    data = state.load(dep.config, dep.host)
+    assert data is not None
+    return data.timeline
+
+
+def _check_until_settled(dep: Deployment, interval: float, limit: float) -> None:
+    """Checks until nothing is pending or unproven (wanted records all live)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        began = time.monotonic()
+        _run_check(dep)
+        data = state.load(dep.config, dep.host)
+        assert data is not None
+        s = data.rollover
+        if s.pending is None and s.wanted() <= s.live and not s.owned - s.wanted():
+            return
+        time.sleep(max(0.0, interval - (time.monotonic() - began)))
+    raise RuntimeError(f"{dep.host}: not settled within {limit:.0f} s")
+
+
+def _run_check(dep: Deployment) -> None:
+    dep.checks.append((time.time(), None))  # type: ignore[arg-type]
+    done = subprocess.run(
+        certbot_dane_cmd(dep.config, "-q", "check"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if done.returncode != 0:
+        print(done.stdout + done.stderr, file=sys.stderr)
+
+
 def _check_until_switched(dep: Deployment, interval: float, limit: float) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         began = time.monotonic()
-        done = subprocess.run(
-            certbot_dane_cmd(dep.config, "-q", "check"),
-            capture_output=True, text=True, timeout=120, check=False,
-        )
-        if done.returncode != 0:
-            print(done.stdout + done.stderr, file=sys.stderr)
         data = state.load(dep.config, dep.host)
         assert data is not None
         s = data.rollover
         if s.pending is None and s.served is not None and s.served.number == 2:
             return
+        _run_check(dep)
         time.sleep(max(0.0, interval - (time.monotonic() - began)))
     raise RuntimeError(f"{dep.host}: no switch within {limit:.0f} s")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from . import tlsa
-from .dns import StoreError
-from .dns.base import by_owner
+from .dns import RecordStore, StoreError
+from .dns.base import RRsetView, by_owner, outcome
 from .observe import Alias, AuditView, Observation, ObserveError
 from .rollover import (
     Audit,
@@ -30,8 +30,9 @@ from .rollover import (
     Retired,
     Retiring,
     Seen,
+    Unclaimed,
 )
-from .run import Run, by_observer, by_store, short, together
+from .run import Neighbours, Run, by_observer, by_store, short, together
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def publish_all(items: list[tuple[Run, Publish]]) -> None:
             continue
         views = dict(zip(owners, listed, strict=True))
         additions: list[tuple[Run, list[tlsa.Record], int]] = []
+        neighbours: Neighbours | None = None
         for run in ready:
             mine = {owner: views[owner] for owner in by_owner(records[run])}
             failed = next((o for o, v in mine.items() if isinstance(v, StoreError)), None)
@@ -84,7 +86,13 @@ def publish_all(items: list[tuple[Run, Publish]]) -> None:
                 continue
             present = frozenset().union(*(v.records for v in mine.values()))  # type: ignore[union-attr]
             absent = records[run] - present
-            run.advance(Claimed(absent, priors.get(run), present))
+            shared: frozenset[tlsa.Record] = frozenset()
+            if records[run] & present:
+                # Present already: added by another lineage of this host? Then
+                # it is shared, and claimed by this one too (see Neighbours).
+                neighbours = neighbours or run.shared.neighbours()
+                shared = neighbours.owned_elsewhere(run.name, records[run] & present)
+            run.advance(Claimed(absent | shared, priors.get(run), present))
             for owner, group_ in by_owner(absent).items():
                 ttl = (
                     run.data.settings.record_ttl
@@ -97,12 +105,36 @@ def publish_all(items: list[tuple[Run, Publish]]) -> None:
             ready[0].engine.save_all(ready)
         batch = [(group_, ttl) for _, group_, ttl in additions]
         errors = (together(ready, store.add_many, batch) if batch else None) or [None] * len(batch)
+        failed = [(run, group_) for (run, group_, _), e in zip(additions, errors, strict=True) if e]
+        _unclaim(store, failed)
         for (run, group_, _), error in zip(additions, errors, strict=True):
             if error is not None and not run.stopped:
                 run.fail(_where(run, group_[0].owner, error))
         for run in ready:
             if not run.stopped:
                 _published(run, records[run], priors.get(run))
+
+
+def _unclaim(store: RecordStore, failed: list[tuple[Run, list[tlsa.Record]]]) -> None:
+    """Claims of records whose add failed and that DNS does not have: let them go.
+
+    A claim is made before the add so that a crash after the add leaks
+    nothing; after a failed add, the store is asked again, and a record it
+    does not have was never added (a refusal, a zone these credentials may
+    not update). One that is there after all (a late apply) stays claimed,
+    as does everything when the store cannot be asked.
+    """
+    if not failed:
+        return
+    owners = sorted({r.owner for _, group in failed for r in group})
+    views = outcome(store.list_many, owners)
+    if isinstance(views, StoreError):
+        return
+    present = {o: v.records for o, v in zip(owners, views, strict=True) if isinstance(v, RRsetView)}
+    for run, group in failed:
+        gone = frozenset(r for r in group if r.owner in present and r not in present[r.owner])
+        if gone:
+            run.advance(Unclaimed(gone))
 
 
 def _published(run: Run, records: frozenset[tlsa.Record], prior: int | None) -> None:
@@ -124,14 +156,31 @@ def _published(run: Run, records: frozenset[tlsa.Record], prior: int | None) -> 
 
 
 def _where(run: Run, target: str, error: StoreError) -> StoreError:
-    """A store error at the target of an alias also names the alias."""
+    """A store error at the target of an alias also names the alias, and the
+    target's zone, which the lineage's credentials must be allowed to update."""
     aliases = sorted(o for o, t in run.data.rollover.aliases if t == target and o != target)
     if not aliases:
         return error
+    owners = ", ".join(aliases)
+    zone = _zone_of(run, target)
+    if zone is None:
+        return type(error)(
+            f"TLSA owner {owners} is an alias (CNAME) of {target}, so its records go "
+            f"there: {error}"
+        )
     return type(error)(
-        f"TLSA owner {', '.join(aliases)} is an alias (CNAME) of {target}, so its records "
-        f"go there: {error}"
+        f"TLSA owner {owners} is an alias (CNAME) of {target}, in zone {zone}: its "
+        f"records are written there, so the lineage's DNS credentials must be allowed "
+        f"to update {zone} (or point the CNAME into a zone they may update): {error}"
     )
+
+
+def _zone_of(run: Run, name: str) -> str | None:
+    """The zone of ``name`` as the resolver sees it, for a message; None if unknown."""
+    try:
+        return run.observer.zone_of(name)
+    except (ObserveError, ValueError):
+        return None
 
 
 def _prior_ttls(records: dict[Run, frozenset[tlsa.Record]]) -> dict[Run, int]:
@@ -229,13 +278,23 @@ def retire_all(items: list[tuple[Run, Retire]]) -> None:
         for run, action in group:
             run.advance(Retiring(action.records))
         runs[0].engine.save_all(runs)
-        # The records that stay: a store may wait for them to be up.
-        deletions = [(action.records, run.data.rollover.wanted()) for run, action in group]
+        neighbours = runs[0].shared.neighbours()
+        # The records that stay: a store may wait for them to be up. A record
+        # another lineage still wants stays too; this one lets go of it.
+        kept = {run: neighbours.wanted_elsewhere(run.name, a.records) for run, a in group}
+        deletions = [
+            (action.records - kept[run], run.data.rollover.wanted() | kept[run])
+            for run, action in group
+        ]
         errors = together(runs, store.delete_many, deletions)
         for (run, action), error in zip(group, errors or (), strict=errors is not None):
             if error is not None:
                 run.fail(error)
                 continue
             run.advance(Retired(action.records))
-            run.note("retired", short(action.records))
-            run.step(f"retired {len(action.records)} record(s)")
+            gone = action.records - kept[run]
+            if gone:
+                run.note("retired", short(gone))
+                run.step(f"retired {len(gone)} record(s)")
+            if kept[run]:
+                run.note("shared", f"left for the other lineages that want it: {short(kept[run])}")

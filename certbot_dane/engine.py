@@ -269,7 +269,7 @@ class Engine:
 
     def _run(self, runs: list[Run]) -> list[Result]:
         """Drive lineages (each locked by the caller, unless dry) until each waits or is idle."""
-        shared = Shared(self)
+        shared = Shared(self, runs)
         for run in runs:
             run.shared = shared
         self._each(runs, self._reconcile_links, self._find_renewal, self._read_issuers)

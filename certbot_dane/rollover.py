@@ -292,11 +292,22 @@ class Claimed:
     the add can change it: a crash after the add would otherwise leave the
     next run to see only the new TTL and compute too short a hold.
     ``present`` are all the records found at those owners before the add.
+    An add that fails and leaves a record out of DNS gives it back
+    (:class:`Unclaimed`).
     """
 
     records: frozenset[Record]
     ttl: int | None = None
     present: frozenset[Record] = frozenset()
+
+
+@dataclass(frozen=True)
+class Unclaimed:
+    """These claimed records were never added: the add failed and DNS does not
+    have them. This host does not own them (an identical record someone else
+    adds later is theirs)."""
+
+    records: frozenset[Record]
 
 
 @dataclass(frozen=True)
@@ -419,6 +430,7 @@ Outcome = (
     | Resolved
     | IssuersRead
     | Claimed
+    | Unclaimed
     | Published
     | Observed
     | Proven
@@ -617,6 +629,8 @@ def advance(state: State, outcome: Outcome, now: float, policy: Policy) -> State
             return replace(state, issuers=records)
         case Claimed(records, ttl, present):
             return _claimed(state, records, ttl, present)
+        case Unclaimed(records):
+            return replace(state, owned=state.owned - (records - state.published))
         case Published(records, ttl):
             return replace(
                 state,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+Records = frozenset[tlsa.Record]
 
 
 class ReloadError(Exception):
@@ -239,17 +240,77 @@ def jointly(runs: list[Run], call: Callable[..., object], *args: object) -> bool
     return together(runs, lambda: call(*args) or True) is not None
 
 
+@dataclass(frozen=True)
+class Neighbours:
+    """Which lineages of the config dir want and own each record (where DNS keeps it).
+
+    Lineages can share an owner name's RRset: two certificates for one host
+    (RSA and ECDSA), owners that are aliases of one target. Records both need
+    (one CA's ``2 x x`` record) are then shared: each lineage claims them, and
+    a record is deleted only when no other lineage wants it.
+    """
+
+    wanted_by: dict[tlsa.Record, frozenset[str]]
+    owned_by: dict[tlsa.Record, frozenset[str]]
+
+    def wanted_elsewhere(self, name: str, records: Records) -> Records:
+        """The records another lineage than ``name`` still wants."""
+        return frozenset(r for r in records if self.wanted_by.get(r, frozenset()) - {name})
+
+    def owned_elsewhere(self, name: str, records: Records) -> Records:
+        """The records another lineage than ``name`` claimed."""
+        return frozenset(r for r in records if self.owned_by.get(r, frozenset()) - {name})
+
+
 class Shared:
     """Stores and observers of one run: one per distinct configuration.
 
     Lineages with the same store settings share a store, so its zone cache
-    and its batched updates span them all.
+    and its batched updates span them all. ``runs`` are the lineages of the
+    run; the other lineages of the config dir are read from their state
+    files when a record may be shared with them (see :class:`Neighbours`).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, runs: list[Run] | None = None) -> None:
         self.engine = engine
+        self.runs = runs or []
         self._stores: dict[tuple, RecordStore] = {}
         self._observers: dict[tuple, Observer] = {}
+        self._stored: dict[str, rollover.State] | None = None
+
+    def neighbours(self) -> Neighbours:
+        """Who wants and owns what: the run's lineages as they are now, the others
+        as their state files say (read once per run, without their locks)."""
+        states = dict(self._others())
+        states.update((run.name, run.data.rollover) for run in self.runs)
+        wanted: dict[tlsa.Record, set[str]] = {}
+        owned: dict[tlsa.Record, set[str]] = {}
+        for name, s in states.items():
+            for record in s.wanted():
+                wanted.setdefault(record, set()).add(name)
+            for record in s.owned:
+                owned.setdefault(record, set()).add(name)
+        return Neighbours(
+            {r: frozenset(n) for r, n in wanted.items()},
+            {r: frozenset(n) for r, n in owned.items()},
+        )
+
+    def _others(self) -> dict[str, rollover.State]:
+        if self._stored is None:
+            ours = {run.name for run in self.runs}
+            self._stored = {}
+            for name in state.list_lineages(self.engine.config_dir):
+                if name in ours:
+                    continue
+                try:
+                    data = state.load(self.engine.config_dir, name)
+                except state.StateError as err:
+                    # Its own check reports it; it cannot be managed meanwhile.
+                    logger.debug("dane: lineage %s: not read as a neighbour: %s", name, err)
+                    continue
+                if data is not None:
+                    self._stored[name] = data.rollover
+        return self._stored
 
     def store(self, settings: Settings) -> RecordStore:
         key = _store_key(settings)

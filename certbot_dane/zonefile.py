@@ -8,11 +8,16 @@ remembers them), a certificate file, ``UST:FILE`` or ``UST:PORT:FILE``, and
 every archive version of a certbot lineage. A file may start with the leaf
 (``cert.pem``, ``fullchain.pem``) or with a CA certificate (``chain.pem``),
 which is then the certificate the records hash.
+
+A managed lineage prints its records where DNS keeps them: at the target of
+an owner name that is an alias (CNAME), with a comment naming the alias; and
+the records of its issuer bundle (``--dane-issuers``) as a group of their own.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +41,16 @@ class PrintError(Exception):
 
 @dataclass(frozen=True)
 class Group:
-    """The records of one source, printed under one comment line."""
+    """The records of one source, printed under one comment line.
+
+    ``notes`` are more comment lines under the title; ``aliases`` maps a
+    record's owner name to the owner names that are aliases (CNAMEs) of it.
+    """
 
     title: str
     records: frozenset[tlsa.Record]
+    notes: tuple[str, ...] = ()
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _load(path: Path) -> list[x509.Certificate]:
@@ -146,14 +157,29 @@ def parse_item(text: str) -> tuple[tuple[tlsa.Target, ...] | None, Path]:
 
 
 def lineage_groups(data: state.LineageFile) -> list[Group]:
-    """The served and pending versions of a managed lineage, from its state."""
+    """The served and pending versions of a managed lineage and its issuer
+    records, from its state, where DNS keeps them (an alias's target)."""
     s = data.rollover
+    where = {owner: target for owner, target in s.aliases if owner != target}
+    names: dict[str, list[str]] = {}
+    for owner, target in sorted(where.items()):
+        names.setdefault(target, []).append(owner)
+    aliases = {target: tuple(owners) for target, owners in names.items()}
+    notes = tuple(
+        f"{owner} is an alias (CNAME) of {target}: its records live there"
+        for owner, target in sorted(where.items())
+    )
     groups = []
     for version, role in ((s.served, "served"), (s.pending, "pending")):
         if version is not None:
-            groups.append(
-                Group(f"{data.lineage} version {version.number} ({role})", version.records)
-            )
+            title = f"{data.lineage} version {version.number} ({role})"
+            groups.append(Group(title, s.place(version.records), (), aliases))
+    if s.issuers:
+        bundle = data.settings.issuers or "a bundle no longer configured"
+        title = f"{data.lineage} issuer records (--dane-issuers {bundle})"
+        groups.append(Group(title, s.place(s.issuers), (), aliases))
+    if groups and notes:
+        groups[0] = Group(groups[0].title, groups[0].records, notes, aliases)
     return groups
 
 
@@ -187,6 +213,7 @@ def render(groups: list[Group], ttl: int) -> str:
         fresh = sorted(group.records - done)
         same = "" if fresh else " (same records as above)"
         lines.append(f"; {group.title}{same}")
+        lines.extend(f"; {note}" for note in group.notes)
         lines.extend(r.zone_line(ttl) for r in fresh)
         done |= group.records
     return "\n".join(lines)
@@ -203,6 +230,7 @@ def as_json(groups: list[Group], ttl: int) -> list[dict[str, Any]]:
             "mtype": r.mtype,
             "data": r.data,
             "line": r.zone_line(ttl),
+            "aliases": list(group.aliases.get(r.owner, ())),
         }
         for group in groups
         for r in sorted(group.records)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -23,15 +24,23 @@ class Deployment:
     """A lineage for ``host`` under its own config dir, issued by the lab's Pebble.
 
     ``dane_root`` is given as ``--dane-directory`` (default: the config dir's
-    ``dane``), e.g. for a service that must reach it without root.
+    ``dane``), e.g. for a service that must reach it without root; ``tlsa`` is
+    the ``--dane-tlsa`` value.
     """
 
     def __init__(
-        self, lab: Lab, root: Path, host: str, margin: int = 1, dane_root: Path | None = None
+        self,
+        lab: Lab,
+        root: Path,
+        host: str,
+        margin: int = 1,
+        dane_root: Path | None = None,
+        tlsa: str = "311:25",
     ) -> None:
         self.lab = lab
         self.root = root
         self.host = host
+        self.tlsa = tlsa
         root.mkdir(parents=True, exist_ok=True)
         self.config = root / "config"
         self.custom_dane_root = dane_root is not None
@@ -53,13 +62,13 @@ class Deployment:
             "1",
         ]
 
-    def dane_args(self, tlsa: str = "311:25") -> list[str]:
+    def dane_args(self, tlsa: str | None = None) -> list[str]:
         resolver = f"127.0.0.1:{self.lab.resolver_port}"
         return [
             "-i",
             "dane",
             "--dane-tlsa",
-            tlsa,
+            tlsa or self.tlsa,
             "--dane-resolver",
             resolver,
             "--dane-nameservers",
@@ -77,13 +86,21 @@ class Deployment:
             assert done.returncode == 0, f"certbot {args[0]} failed:\n{done.stdout}{done.stderr}"
         return done
 
-    def issue(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        return self.certbot("run", *self.dns_args(), *self.dane_args(), "-d", self.host, *extra)
+    def issue(self, *extra: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.certbot(
+            "run", *self.dns_args(), *self.dane_args(), "-d", self.host, *extra, ok=ok
+        )
 
     def renew(self, *extra: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         return self.certbot(
-            "renew", "--force-renewal", "--no-random-sleep-on-renew", *extra, ok=ok
+            "renew", "--cert-name", self.host, "--force-renewal", "--no-random-sleep-on-renew",
+            *extra, ok=ok,
         )
+
+    def forget_acme_account(self) -> None:
+        """After :meth:`Lab.restart_pebble`: Pebble forgot the account, so drop it;
+        the next certbot run registers a new one and records it in the renewal conf."""
+        shutil.rmtree(self.config / "accounts", ignore_errors=True)
 
     # certbot-dane ------------------------------------------------------------
 
@@ -110,7 +127,7 @@ class Deployment:
         return done
 
     def status(self) -> dict:
-        done = self.cli("status", "--json")
+        done = self.cli("status", "--json", "--cert-name", self.host)
         assert done.returncode == 0, done.stderr
         rows = json.loads(done.stdout)
         assert len(rows) == 1, rows
@@ -140,10 +157,16 @@ class Deployment:
     def dane_dir(self) -> Path:
         return self.dane_root / self.host
 
-    def authoritative_records(self) -> set[str]:
-        query = dns.message.make_query(self.owner, dns.rdatatype.TLSA)
+    def authoritative_records(self, name: str | None = None) -> set[str]:
+        """The TLSA records the authoritative server holds at ``name`` (the owner)."""
+        query = dns.message.make_query(name or self.owner, dns.rdatatype.TLSA)
         response = dns.query.udp(query, "127.0.0.1", port=self.lab.auth_port, timeout=3)
-        return {rd.to_text() for rrset in response.answer for rd in rrset}
+        return {
+            rd.to_text()
+            for rrset in response.answer
+            if rrset.rdtype == dns.rdatatype.TLSA
+            for rd in rrset
+        }
 
     def events(self, what: str) -> list[float]:
         return [e.time for e in self.lineage_file.timeline if e.what == what]

@@ -285,3 +285,31 @@ def test_chain_pem_of_a_lineage_from_the_acme_ca(
     assert records(chain.stdout) == [f"{dep.owner} 3600 IN TLSA 2 1 1 {digest}"]
     assert records(full.stdout) == records(chain.stdout)
     assert ldns_dane(live / "chain.pem", dep.host, "211").endswith(f"2 1 1 {digest}")
+
+
+def test_lineage_records_print_at_the_alias_target_with_the_issuer_records() -> None:
+    from certbot_dane import state, zonefile
+    from certbot_dane.rollover import State, Version
+    from certbot_dane.tlsa import Record
+
+    owner, target = "_25._tcp.mx.example.org.", "_25._tcp.tlsa.example.net."
+    leaf, ca, other_ca = ("11" * 32, "22" * 32, "33" * 32)
+    served = Version(4, frozenset({Record(owner, 3, 1, 1, leaf), Record(owner, 2, 1, 1, ca)}))
+    issuers = frozenset({Record(owner, 2, 1, 1, ca), Record(owner, 2, 1, 1, other_ca)})
+    data = state.LineageFile(
+        lineage="mx.example.org",
+        settings=state.Settings(targets="311:25,211:25", directory="/d", issuers="/etc/b.pem"),
+        rollover=State(served=served, issuers=issuers, aliases=((owner, target),)),
+    )
+    groups = zonefile.lineage_groups(data)
+    assert zonefile.render(groups, 60).splitlines() == [
+        "; mx.example.org version 4 (served)",
+        f"; {owner} is an alias (CNAME) of {target}: its records live there",
+        f"{target} 60 IN TLSA 2 1 1 {ca}",
+        f"{target} 60 IN TLSA 3 1 1 {leaf}",
+        "; mx.example.org issuer records (--dane-issuers /etc/b.pem)",
+        f"{target} 60 IN TLSA 2 1 1 {other_ca}",
+    ]
+    items = zonefile.as_json(groups, 60)
+    assert {(i["owner"], tuple(i["aliases"])) for i in items} == {(target, (owner,))}
+    assert len(items) == 4, "the JSON lists each group's records, shared ones included"

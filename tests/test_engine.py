@@ -4,11 +4,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from certbot_dane import danedir, state, tlsa
+from certbot_dane.dns import StoreError
 from certbot_dane.engine import Engine
 from certbot_dane.state import Settings
 from certbot_dane.tlsa import Record
@@ -481,3 +483,68 @@ def test_a_changed_record_ttl_is_applied_by_the_same_run(env: Env) -> None:
     audits_before = sum(o.queries for o in env.observers)
     env.engine().install(NAME, lowered)
     assert sum(o.queries for o in env.observers) == audits_before, "unchanged: no DNS"
+
+
+def _shared_env(tmp_path: Path) -> tuple[Env, FakeLineage, Settings]:
+    """Two lineages for one host name (as an RSA and an ECDSA certificate are),
+    from one CA, with 311:25,211:25: one owner name, one shared 2 1 1 record."""
+    env = Env(tmp_path)
+    env.settings = replace(env.settings, targets="311:25,211:25")
+    other = FakeLineage(env.config, "mail-second", [NAME])
+    other.ca = env.lineage.ca
+    env.lineage.renew()
+    other.renew()
+    return env, other, env.settings
+
+
+def test_a_record_another_lineage_wants_is_not_deleted(tmp_path: Path) -> None:
+    env, other, settings = _shared_env(tmp_path)
+    env.engine().install(NAME, settings)
+    env.engine().install("mail-second", settings)
+    theirs = records_of(env.config, "mail-second", 1)
+    assert theirs <= env.dns.records() and len(env.dns.records()) == 3
+    env.lineage.ca = TinyCA()  # the first lineage's CA moves to another intermediate
+    env.lineage.renew()
+    env.settle()
+    assert env.served() == 2
+    assert theirs <= env.dns.records(), "the second lineage lost its 2 1 1 record"
+    assert len(env.dns.records()) == 4
+
+
+def test_a_shared_record_goes_with_the_last_lineage_that_wants_it(tmp_path: Path) -> None:
+    env, other, settings = _shared_env(tmp_path)
+    env.engine().install(NAME, settings)
+    env.engine().install("mail-second", settings)
+    shared = {r for r in env.dns.records() if r.usage == 2}
+    for lineage in (env.lineage, other):
+        lineage.ca = TinyCA()
+    env.lineage.renew()
+    env.settle()
+    assert shared <= env.dns.records(), "the second lineage still serves a certificate of it"
+    other.renew()
+    for _ in range(10):
+        env.engine().check("mail-second")
+        env.now += 100
+    assert not shared & env.dns.records(), "nobody wants it any more: it must go"
+    assert len(env.dns.records()) == 4
+
+
+def test_a_refused_add_claims_nothing(env: Env) -> None:
+    env.engine().install(NAME, env.settings)
+    env.lineage.renew()
+    real_add = FakeStore.add
+
+    def refused(self: FakeStore, records: object, ttl: int) -> None:
+        raise StoreError("fake store: the server refused the update (REFUSED)")
+
+    FakeStore.add = refused  # type: ignore[method-assign]
+    try:
+        result = env.engine().check(NAME)
+    finally:
+        FakeStore.add = real_add  # type: ignore[method-assign]
+    assert result.error and "REFUSED" in result.error
+    data = state.load(env.config, NAME)
+    assert data is not None
+    assert data.rollover.owned == frozenset(env.records_of(1)), "the refused records are not ours"
+    env.settle()
+    assert env.served() == 2 and env.dns.records() == env.records_of(2)

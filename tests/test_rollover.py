@@ -36,6 +36,7 @@ from certbot_dane.rollover import (
     State,
     Switch,
     Switched,
+    Unclaimed,
     Version,
     Wait,
     advance,
@@ -360,6 +361,17 @@ def test_never_retire_a_record_present_before_publish():
     state = advance(state, Renewed(V3), 10, POLICY)
     state = publish(state, 10, 300)
     assert decide(state, 10, NOTHING_SEEN, POLICY) == Retire(frozenset({rec(B, 2)}))
+
+
+def test_a_record_whose_add_failed_is_unclaimed_and_published_again():
+    state = advance(deployed(V1), Renewed(V2), 0, POLICY)
+    action = decide(state, 0, NOTHING_SEEN, POLICY)
+    assert action == Publish(V2.records)
+    state = advance(state, Claimed(V2.records, 300), 0, POLICY)
+    assert V2.records <= state.owned
+    state = advance(state, Unclaimed(V2.records | V1.records), 0, POLICY)
+    assert state.owned == V1.records, "a published record stays claimed"
+    assert decide(state, 0, NOTHING_SEEN, POLICY) == Publish(V2.records)
 
 
 def test_never_retire_a_foreign_record_of_the_old_version():

@@ -29,6 +29,8 @@ class Authority(abc.ABC):
     kind: str = "authority"
     #: the rcode it answers to an update signed with an unknown or wrong key
     refused_update_rcode: str = "REFUSED"
+    #: can it serve the lab's extra zones (``Lab(extra_zones=...)``)?
+    extra_zones: bool = False
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
@@ -68,9 +70,15 @@ class Authority(abc.ABC):
 
 
 class Bind(Authority):
-    """BIND 9: ``dnssec-policy`` with inline signing, ``update-policy`` for the key."""
+    """BIND 9: ``dnssec-policy`` with inline signing, ``update-policy`` for the key.
+
+    Every zone of the lab (its own and the extra ones) is one ``zone``
+    statement, signed the same way; a zone the lab's key may not update
+    grants updates to the lab's other key only.
+    """
 
     kind = "bind"
+    extra_zones = True
 
     @property
     def named_conf(self) -> Path:
@@ -78,7 +86,10 @@ class Bind(Authority):
 
     @property
     def zone_file(self) -> Path:
-        return self.directory / f"{self.lab.zone.rstrip('.')}.zone"
+        return self.file_of(self.lab.zone)
+
+    def file_of(self, zone: str) -> Path:
+        return self.directory / f"{zone.rstrip('.')}.zone"
 
     @property
     def pid_file(self) -> Path:
@@ -87,15 +98,16 @@ class Bind(Authority):
     def prepare(self) -> None:
         (self.directory / "keys").mkdir(parents=True, exist_ok=True)
         self.named_conf.write_text(self._named_conf(), encoding="utf-8")
-        if not self.zone_file.exists():
-            self.zone_file.write_text(self.lab.zone_text(), encoding="utf-8")
+        for zone in self.lab.zones:
+            if not self.file_of(zone).exists():
+                self.file_of(zone).write_text(self.lab.zone_text(zone), encoding="utf-8")
 
     def _named_conf(self) -> str:
         from .lab import LOOPBACK
 
         d = self.directory
         lab = self.lab
-        zone = lab.zone.rstrip(".")
+        zones = "\n".join(self._zone(zone) for zone in lab.zones)
         return f"""\
 options {{
     directory "{d}";
@@ -123,6 +135,12 @@ key "{lab.tsig_name}" {{
     secret "{lab.tsig_secret}";
 }};
 
+// The key of whoever else runs a zone the lab's key may not update.
+key "{lab.other_tsig_name}" {{
+    algorithm {lab.tsig_algorithm};
+    secret "{lab.other_tsig_secret}";
+}};
+
 // One combined signing key that never rolls; short safety margins keep the
 // key states from holding anything up in a lab that lives for minutes.
 dnssec-policy "lab" {{
@@ -136,12 +154,17 @@ dnssec-policy "lab" {{
     parent-propagation-delay 1;
 }};
 
-zone "{zone}" {{
+{zones}"""
+
+    def _zone(self, zone: str) -> str:
+        key = self.lab.tsig_name if self.lab.updatable(zone) else self.lab.other_tsig_name
+        return f"""\
+zone "{zone.rstrip('.')}" {{
     type primary;
-    file "{self.zone_file}";
+    file "{self.file_of(zone)}";
     dnssec-policy "lab";
     inline-signing yes;
-    update-policy {{ grant {lab.tsig_name} zonesub ANY; }};
+    update-policy {{ grant {key} zonesub ANY; }};
 }};
 """
 

@@ -6,12 +6,12 @@ lab among all tests (``from tests.lab.fixtures import lab_fixture``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from .lab import Lab
+from .lab import Lab, LabZone
 
 
 def running_lab(
@@ -21,6 +21,7 @@ def running_lab(
     cert_validity: int | None = None,
     start_timeout: float = 30.0,
     authority: str = "bind",
+    extra_zones: Sequence[str | LabZone] = (),
 ) -> Iterator[Lab]:
     """Yield a started Lab in ``run_dir``; stop it afterwards, test failures
     included."""
@@ -30,6 +31,7 @@ def running_lab(
         cert_validity=cert_validity,
         start_timeout=start_timeout,
         authority=authority,
+        extra_zones=extra_zones,
     )
     try:
         lab.start()

@@ -14,6 +14,12 @@ labs can run side by side and nothing on the machine is touched.
 - Pebble is the ACME CA; it checks DNS-01 challenges at the authoritative
   server directly (not via the caching resolver, where an old challenge TXT
   could linger).
+
+A lab may serve more signed zones next to ``dane.test.`` (``extra_zones``,
+BIND only), each with its own trust anchor and stub zone in Unbound: the
+targets of CNAMEs that leave the lineage's zone. A zone made with
+``LabZone(name, updates=False)`` grants updates to another key only (its
+``update-policy``), as a zone run by another team would.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -74,6 +81,18 @@ def _no_proxy_env() -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class LabZone:
+    """A signed zone served next to the lab's own.
+
+    ``updates``: the lab's TSIG key may update it (else only the lab's
+    other key, :attr:`Lab.other_tsig_name`, may).
+    """
+
+    name: str
+    updates: bool = True
+
+
 class Lab:
     """The lab's three daemons, started in ``run_dir``.
 
@@ -84,11 +103,15 @@ class Lab:
     records such as TLSA published without an explicit TTL expire from the
     resolver's cache after that many seconds. ``cert_validity`` (seconds) is
     the lifetime of the certificates Pebble issues; Pebble's default (5 years)
-    when None.
+    when None. ``extra_zones`` are more signed zones on the same server
+    (names or :class:`LabZone`); none by default.
     """
 
     zone = "dane.test."
     tsig_name = "dane-lab-key"
+    #: a key the lab's credentials do not hold: the only one a zone with
+    #: ``updates=False`` grants updates to
+    other_tsig_name = "dane-lab-other-key"
     tsig_algorithm = "hmac-sha256"
     email = "admin@dane.test"
 
@@ -100,12 +123,17 @@ class Lab:
         cert_validity: int | None = None,
         start_timeout: float = 30.0,
         authority: str = "bind",
+        extra_zones: Sequence[str | LabZone] = (),
     ) -> None:
         self.run_dir = Path(run_dir).resolve()
+        self.extra_zones = tuple(
+            z if isinstance(z, LabZone) else LabZone(z) for z in extra_zones
+        )
         self.record_ttl = ttl
         self.cert_validity = cert_validity
         self.start_timeout = start_timeout
         self.tsig_secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+        self.other_tsig_secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
         self.unbound_dir = self.run_dir / "unbound"
         self.pebble_dir = self.run_dir / "pebble"
@@ -129,6 +157,8 @@ class Lab:
         if authority not in AUTHORITIES:
             raise LabError(f"unknown authoritative server {authority!r}: {sorted(AUTHORITIES)}")
         self.authority: Authority = AUTHORITIES[authority](self)
+        if self.extra_zones and not self.authority.extra_zones:
+            raise LabError(f"the {authority} lab serves one zone: no extra_zones")
         self._unbound: Daemon | None = None
         self._pebble: Daemon | None = None
 
@@ -145,6 +175,23 @@ class Lab:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        """Every zone the lab serves: its own first, then the extra ones."""
+        return (self.zone, *(z.name for z in self.extra_zones))
+
+    def zone_for(self, name: str) -> str:
+        """The lab zone that holds ``name`` (the longest matching apex)."""
+        owner = dns.name.from_text(name)
+        found = [z for z in self.zones if owner.is_subdomain(dns.name.from_text(z))]
+        if not found:
+            raise LabError(f"{name} is in no zone of the lab ({', '.join(self.zones)})")
+        return max(found, key=len)
+
+    def updatable(self, zone: str) -> bool:
+        """May the lab's TSIG key (the credentials certbot gets) update ``zone``?"""
+        return all(z.updates for z in self.extra_zones if z.name == zone)
 
     @property
     def acme_url(self) -> str:
@@ -219,6 +266,7 @@ class Lab:
         return {
             "run_dir": str(self.run_dir),
             "zone": self.zone,
+            "zones": list(self.zones),
             "authority": self.authority.kind,
             "auth": [LOOPBACK, self.auth_port],
             "resolver": [LOOPBACK, self.resolver_port],
@@ -237,14 +285,22 @@ class Lab:
     def keyring(self) -> dict[dns.name.Name, dns.tsig.Key]:
         return dns.tsigkeyring.from_text({self.tsig_name: (self.tsig_algorithm, self.tsig_secret)})
 
-    def update(self, *, signed: bool = True) -> dns.update.UpdateMessage:
-        """An empty RFC 2136 update for the zone, TSIG-signed unless told not."""
+    def update(self, *, signed: bool = True, zone: str | None = None) -> dns.update.UpdateMessage:
+        """An empty RFC 2136 update for ``zone`` (the lab's own by default),
+        TSIG-signed unless told not: with the lab's key, or with the other key
+        for a zone the lab's key may not update."""
+        zone = zone or self.zone
         if not signed:
-            return dns.update.UpdateMessage(self.zone)
+            return dns.update.UpdateMessage(zone)
+        name, secret = (
+            (self.tsig_name, self.tsig_secret)
+            if self.updatable(zone)
+            else (self.other_tsig_name, self.other_tsig_secret)
+        )
         return dns.update.UpdateMessage(
-            self.zone,
-            keyring=self.keyring(),
-            keyname=dns.name.from_text(self.tsig_name),
+            zone,
+            keyring=dns.tsigkeyring.from_text({name: (self.tsig_algorithm, secret)}),
+            keyname=dns.name.from_text(name),
             keyalgorithm=dns.tsig.HMAC_SHA256,
         )
 
@@ -308,7 +364,7 @@ class Lab:
     def publish(self, name: str, rdtype: str, *rdatas: str, ttl: int | None = None) -> None:
         """Replace ``name``/``rdtype`` with ``rdatas`` (TSIG-signed update),
         wait until it is served signed, and flush it from the resolver."""
-        update = self.update()
+        update = self.update(zone=self.zone_for(name))
         update.replace(name, self.record_ttl if ttl is None else ttl, rdtype, *rdatas)
         rcode = self.send_update(update)
         if rcode != dns.rcode.NOERROR:
@@ -318,7 +374,7 @@ class Lab:
 
     def unpublish(self, name: str, rdtype: str) -> None:
         """Delete ``name``/``rdtype``, wait until it is no longer served, flush it."""
-        update = self.update()
+        update = self.update(zone=self.zone_for(name))
         update.delete(name, rdtype)
         rcode = self.send_update(update)
         if rcode != dns.rcode.NOERROR:
@@ -344,6 +400,30 @@ class Lab:
         """PEM of Pebble's current issuing root and intermediate (they change
         at every Pebble start)."""
         return self._management_get("/roots/0") + self._management_get("/intermediates/0")
+
+    def pebble_intermediate(self) -> str:
+        """PEM of the intermediate that signs every certificate Pebble issues now.
+
+        Pebble's alternate roots (``PEBBLE_ALTERNATE_ROOTS``) cross-sign this
+        same intermediate key, so they give no second ``2 1 1`` record; only a
+        new start (:meth:`restart_pebble`) makes a new intermediate key.
+        """
+        return self._management_get("/intermediates/0")
+
+    def restart_pebble(self) -> str:
+        """Restart Pebble on the same ports; return its new intermediate (PEM).
+
+        Pebble keeps everything in memory: after a restart its root and
+        intermediate are new, and every ACME account it knew is gone: certbot
+        then fails with ``accountDoesNotExist`` until the account is removed
+        from its config directory, after which it registers a new one by
+        itself (``Deployment.forget_acme_account``).
+        """
+        assert self._pebble is not None, "the lab is not running"
+        self._pebble.stop()
+        self._pebble.start()
+        self._pebble.wait_until(self._pebble_answers, self.start_timeout, "ACME directory")
+        return self.pebble_intermediate()
 
     def rfc2136_ini(self, path: Path) -> Path:
         """Write certbot-dns-rfc2136 credentials for the lab (mode 0600)."""
@@ -428,45 +508,52 @@ class Lab:
         self.authority.prepare()
         self._write_pebble_files()
 
-    def zone_text(self) -> str:
-        """The zone every authoritative server starts from (unsigned)."""
+    def zone_text(self, zone: str | None = None) -> str:
+        """The zone every authoritative server starts from (unsigned): the
+        lab's own, or an extra one (its apex and name server only)."""
         ttl = self.record_ttl
+        zone = zone or self.zone
+        hosts = f"mail    IN A    {LOOPBACK}\nwww     IN A    {LOOPBACK}\n"
         # SOA TTL and minimum equal to the record TTL: negative answers (a TLSA
         # not yet published) are cached no longer than positive ones.
         return f"""\
-$ORIGIN {self.zone}
+$ORIGIN {zone}
 $TTL {ttl}
-@       {ttl} IN SOA ns1.{self.zone} hostmaster.{self.zone} ( 1 60 10 3600 {ttl} )
-@       IN NS   ns1.{self.zone}
+@       {ttl} IN SOA ns1.{zone} hostmaster.{zone} ( 1 60 10 3600 {ttl} )
+@       IN NS   ns1.{zone}
 ns1     IN A    {LOOPBACK}
-mail    IN A    {LOOPBACK}
-www     IN A    {LOOPBACK}
-"""
+{hosts if zone == self.zone else ""}"""
 
     def zone_signed(self) -> bool:
-        """Does the authoritative server serve the zone's DNSKEY set, signed?"""
-        response = self.auth_query(self.zone, "DNSKEY", timeout=0.5)
+        """Does the authoritative server serve every zone's DNSKEY set, signed?"""
+        return all(self._signed(zone) for zone in self.zones)
+
+    def _signed(self, zone: str) -> bool:
+        response = self.auth_query(zone, "DNSKEY", timeout=0.5)
         if response.rcode() != dns.rcode.NOERROR:
             return False
         dnskey = dns.rdatatype.DNSKEY
         return (
-            _find(response, self.zone, dnskey) is not None
-            and _find(response, self.zone, dns.rdatatype.RRSIG, covers=dnskey) is not None
+            _find(response, zone, dnskey) is not None
+            and _find(response, zone, dns.rdatatype.RRSIG, covers=dnskey) is not None
         )
 
     def _write_trust_anchor(self) -> None:
-        response = self.auth_query(self.zone, "DNSKEY")
-        keys = _find(response, self.zone, dns.rdatatype.DNSKEY)
-        if keys is None:
-            raise LabError(f"{self.authority.kind} served no DNSKEY for the trust anchor")
-        origin = dns.name.from_text(self.zone)
-        lines = [
-            f"{self.zone} IN DS {dns.dnssec.make_ds(origin, key, 'SHA256')}"
-            for key in keys
-            if key.flags & 0x0001  # SEP: the key (CSK/KSK) a DS points at
-        ]
-        if not lines:
-            raise LabError(f"{self.authority.kind}'s DNSKEY set has no SEP key")
+        lines: list[str] = []
+        for zone in self.zones:
+            response = self.auth_query(zone, "DNSKEY")
+            keys = _find(response, zone, dns.rdatatype.DNSKEY)
+            if keys is None:
+                raise LabError(f"{self.authority.kind} served no DNSKEY of {zone}")
+            origin = dns.name.from_text(zone)
+            anchors = [
+                f"{zone} IN DS {dns.dnssec.make_ds(origin, key, 'SHA256')}"
+                for key in keys
+                if key.flags & 0x0001  # SEP: the key (CSK/KSK) a DS points at
+            ]
+            if not anchors:
+                raise LabError(f"{self.authority.kind}'s DNSKEY set of {zone} has no SEP key")
+            lines += anchors
         self.trust_anchor_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def _write_unbound_conf(self) -> None:
@@ -477,6 +564,10 @@ www     IN A    {LOOPBACK}
         else:
             taken = {self.auth_port, self.resolver_port, self.acme_port}
             self.unbound_control = f"{LOOPBACK}@{free_port(taken)}"
+        stubs = "\n".join(
+            f'stub-zone:\n    name: "{zone}"\n    stub-addr: {LOOPBACK}@{self.auth_port}\n'
+            for zone in self.zones
+        )
         control = (
             f'    control-interface: "{self.unbound_control}"'
             if self.unbound_control.startswith("/")
@@ -527,11 +618,8 @@ server:
     trust-anchor-signaling: no
     ede: yes
 
-# The lab's zone is served by the lab's authoritative server ...
-stub-zone:
-    name: "{self.zone}"
-    stub-addr: {LOOPBACK}@{self.auth_port}
-
+# The lab's zones are served by the lab's authoritative server ...
+{stubs}
 # ... and so is everything else, instead of the Internet's roots: the server
 # refuses it and the resolver answers SERVFAIL, without a packet leaving the
 # machine.

@@ -27,6 +27,7 @@ from certbot_dane.tlsa import load_pem_chain
 
 from . import DaneService, Lab, Prober, dane_check, pki
 from .fixtures import running_lab
+from .lab import LabZone
 
 pytestmark = pytest.mark.lab
 
@@ -294,3 +295,31 @@ def test_second_lab_with_options(lab: Lab, tmp_path: Path) -> None:
         assert abs(lifetime(leaf).total_seconds() - 3600) <= 60
         started = other
     assert started is not None and not started.running
+
+
+def test_extra_zones_validate_and_one_refuses_the_lab_key(tmp_path: Path) -> None:
+    zones = ("alias.test.", LabZone("locked.test.", updates=False))
+    for other in running_lab(tmp_path / "lab", extra_zones=zones):
+        assert other.zones == ("dane.test.", "alias.test.", "locked.test.")
+        for zone in other.zones:
+            soa = other.resolver_query(zone, "SOA")
+            assert soa.rcode() == dns.rcode.NOERROR and soa.flags & dns.flags.AD, zone
+        other.publish("x.alias.test.", "TXT", '"ok"')
+        other.publish("x.locked.test.", "TXT", '"ok"')  # with the other key
+        refused = dns.update.UpdateMessage(
+            "locked.test.",
+            keyring=other.keyring(),
+            keyname=dns.name.from_text(other.tsig_name),
+            keyalgorithm=dns.tsig.HMAC_SHA256,
+        )
+        refused.add("y.locked.test.", 30, "TXT", '"no"')
+        assert other.send_update(refused) == dns.rcode.REFUSED
+        assert other.zone_for("_25._tcp.x.locked.test.") == "locked.test."
+
+
+def test_pebble_restart_gives_a_new_intermediate_key(lab: Lab) -> None:
+    before = load_pem_chain(lab.pebble_intermediate().encode())[0]
+    after = load_pem_chain(lab.restart_pebble().encode())[0]
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    assert before.public_key().public_bytes(der, spki) != after.public_key().public_bytes(der, spki)
