@@ -12,7 +12,7 @@ import logging
 from . import tlsa
 from .dns import RecordStore, StoreError
 from .dns.base import RRsetView, by_owner, outcome
-from .observe import Alias, AuditView, Observation, ObserveError
+from .observe import Alias, AuditView, Observation, ObserveError, Observer
 from .rollover import (
     Audit,
     Audited,
@@ -233,15 +233,52 @@ def _observed(run: Run, action: Observe, seen: Observation) -> None:
 
 
 def audit_all(items: list[tuple[Run, Audit]]) -> None:
-    """Is every wanted record still on every authoritative server? With what TTL?"""
+    """Is every wanted record still on every authoritative server? With what TTL?
+
+    One question per owner name and authoritative server. Where a name is
+    an alias, or the audit finds it has become one, its CNAME chain is
+    followed again: a lineage whose records now belong elsewhere takes the new
+    place (they are published there, proven, and the old ones retired) and is
+    audited at the next audit.
+    """
     for observer, group in by_observer(items):
+        aliased = {o for run, _ in group for o, t in run.data.rollover.aliases if o != t}
+        group = _settled_aliases(observer, group, aliased)
         runs = [run for run, _ in group]
         views = together(runs, observer.audit_many, [a.records for _, a in group])
-        for (run, action), view in zip(group, views or (), strict=views is not None):
+        if views is None:
+            continue
+        audited = list(zip(group, views, strict=True))
+        new = {o for _, view in audited if isinstance(view, AuditView) for o in view.aliased}
+        still = {run for run, _ in _settled_aliases(observer, group, new)}
+        for (run, action), view in audited:
             if isinstance(view, ObserveError):
                 run.fail(view)
-            else:
+            elif run in still:
                 _audited(run, action, view)
+
+
+def _settled_aliases(
+    observer: Observer, group: list[tuple[Run, Audit]], names: set[str]
+) -> list[tuple[Run, Audit]]:
+    """Follow these names' chains again; the lineages whose records did not move."""
+    if not names:
+        return group
+    found = together([run for run, _ in group], observer.aliases_many, sorted(names))
+    if found is None:
+        return []
+    return [(run, a) for run, a in group if not _moved(run, found)]
+
+
+def _moved(run: Run, found: dict[str, Alias | ObserveError]) -> bool:
+    """Did an owner's alias change (or fail to resolve)? Then it is recorded, not audited."""
+    s = run.data.rollover
+    mine = {o: found[o] for o in s.owners() if o in found}
+    where = s.alias_map()
+    if all(isinstance(a, Alias) and where.get(o) == a.target for o, a in mine.items()):
+        return False
+    _resolved(run, mine)
+    return True
 
 
 def _audited(run: Run, action: Audit, view: AuditView) -> None:

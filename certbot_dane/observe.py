@@ -66,10 +66,14 @@ class Alias:
 
 @dataclass(frozen=True)
 class AuditView:
-    """What every authoritative server serves for a group of records."""
+    """What every authoritative server serves for a group of records.
+
+    ``aliased``: owner names that are CNAMEs now (records cannot live there).
+    """
 
     present: frozenset[Record]
     ttls: dict[str, int]
+    aliased: frozenset[str] = frozenset()
 
 
 def parse_address(text: str, default_port: int = 53) -> Address:
@@ -178,7 +182,8 @@ class Observer:
         For an empty answer, ``ttl`` is the negative TTL from the SOA: how
         long a resolver may cache "no such records".
         """
-        return _raise(self._views({owner: [server]}, resolve={})[(owner, server)])
+        view = _raise(self._views({owner: [server]}, resolve={})[(owner, server)])
+        return view.records, view.signed, view.ttl
 
     def validated(self, owner: str) -> tuple[set[Record], bool]:
         """(records, AD) as the validating resolver returns them."""
@@ -202,7 +207,7 @@ class Observer:
         for group in owners:
             try:
                 ttls = [0] + [
-                    _raise(views[(owner, server)])[2]
+                    _raise(views[(owner, server)]).ttl
                     for owner in group
                     for server in _raise(servers[owner])
                 ]
@@ -250,13 +255,16 @@ class Observer:
             try:
                 present: set[Record] = set(group)
                 ttls: dict[str, int] = {}
+                aliased: set[str] = set()
                 for owner in sorted({r.owner for r in group}):
                     for server in _raise(servers[owner]):
-                        found, _signed, ttl = _raise(views[(owner, server)])
-                        present -= {r for r in group if r.owner == owner} - found
-                        if found:
-                            ttls[owner] = max(ttls.get(owner, 0), ttl)
-                results.append(AuditView(frozenset(present), ttls))
+                        view = _raise(views[(owner, server)])
+                        present -= {r for r in group if r.owner == owner} - view.records
+                        if view.records:
+                            ttls[owner] = max(ttls.get(owner, 0), view.ttl)
+                        if view.cname:
+                            aliased.add(owner)
+                results.append(AuditView(frozenset(present), ttls, frozenset(aliased)))
             except ObserveError as err:
                 results.append(err)
         return results
@@ -327,7 +335,7 @@ class Observer:
         self,
         wanted: list[Record],
         servers: dict[str, list[Address] | ObserveError],
-        views: dict[tuple[str, Address | None], tuple | ObserveError],
+        views: dict[tuple[str, Address | None], _View | tuple | ObserveError],
         asked: Mapping[str, list[str]],
     ) -> Observation:
         owners = sorted({r.owner for r in wanted})
@@ -337,7 +345,8 @@ class Observer:
         for owner in owners:
             need = {r for r in wanted if r.owner == owner}
             for server in _raise(servers[owner]):
-                found, signed, view_ttl = _raise(views[(owner, server)])
+                view = _raise(views[(owner, server)])
+                found, signed, view_ttl = view.records, view.signed, view.ttl
                 ttl = max(ttl, view_ttl)
                 if not need <= found or not signed:
                     authoritative = False
@@ -382,7 +391,7 @@ class Observer:
         servers: dict[str, list[Address] | ObserveError],
         resolve: Mapping[str, str],
         signed: bool = True,
-    ) -> dict[tuple[str, Address | None], tuple | ObserveError]:
+    ) -> dict[tuple[str, Address | None], _View | tuple | ObserveError]:
         """Ask every server about its owners, and the resolver about ``resolve``.
 
         ``resolve`` maps each name to ask the resolver at to the owner its
@@ -417,7 +426,7 @@ class Observer:
         retried = self._ask_all([_validate(keys[i][0], self.resolver, dnssec=True) for i in again])
         for i, answer in zip(again, retried, strict=True):
             answers[i] = answer
-        views: dict[tuple[str, Address | None], tuple | ObserveError] = {}
+        views: dict[tuple[str, Address | None], _View | tuple | ObserveError] = {}
         for (owner, server), answer in zip(keys, answers, strict=True):
             try:
                 if server is None:
@@ -446,7 +455,7 @@ class Observer:
 
     def _authoritative(
         self, owner: str, server: Address, response: dns.message.Message | ObserveError
-    ) -> tuple[set[Record], bool, int]:
+    ) -> _View:
         response = _raise(response)
         rcode = response.rcode()
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
@@ -455,7 +464,7 @@ class Observer:
             )
         name = dns.name.from_text(owner)
         records: set[Record] = set()
-        signed = False
+        signed = cname = False
         ttl: int | None = None
         for rrset in response.answer:
             if rrset.name != name:
@@ -465,9 +474,11 @@ class Observer:
                 ttl = rrset.ttl
             elif rrset.rdtype == dns.rdatatype.RRSIG and rrset.covers == dns.rdatatype.TLSA:
                 signed = True
+            elif rrset.rdtype == dns.rdatatype.CNAME:
+                cname = True
         if ttl is None:
             ttl = _negative_ttl(response)
-        return records, signed, ttl
+        return _View(records, signed, ttl, cname)
 
     def _validated(
         self, name: str, owner: str, response: dns.message.Message | ObserveError
@@ -483,6 +494,17 @@ class Observer:
             if rrset.name == end and rrset.rdtype == dns.rdatatype.TLSA:
                 return {Record.from_rdata(owner, rd) for rd in rrset}, ad
         return set(), ad
+
+
+@dataclass(frozen=True)
+class _View:
+    """What one authoritative server serves for TLSA at one owner name."""
+
+    records: set[Record]
+    signed: bool
+    ttl: int
+    #: the name is an alias (a CNAME) at this server
+    cname: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 from certbot_dane import danedir, state, tlsa
 from certbot_dane.dns import StoreError
 from certbot_dane.engine import Engine
+from certbot_dane.observe import Alias
 from certbot_dane.state import Settings
 from certbot_dane.tlsa import Record
 from tests.certs import FakeLineage, TinyCA, new_key, pem
@@ -254,6 +255,30 @@ def test_a_first_version_next_to_a_record_clients_may_have_cached_waits(env: Env
     result = env.engine().check(NAME)
     assert env.served() == 1 and "switched to version 1" in result.steps
     assert old in env.dns.records(), "not ours: never deleted"
+
+
+def test_an_alias_pointed_elsewhere_moves_the_records_at_the_next_audit(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = "_25._tcp.first.example.net.", "_25._tcp.second.example.net."
+    where = {OWNER: first}
+
+    def aliases_many(self: FakeObserver, owners: object) -> dict:
+        return {o: Alias(where.get(o, o)) for o in owners}  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(FakeObserver, "aliases_many", aliases_many)
+    env.engine().install(NAME, env.settings)
+    assert {r.owner for r in env.dns.records()} == {first}
+    where[OWNER] = second  # the operator points the CNAME at another record set
+    env.now += env.settings.audit_interval
+    env.engine(audit=True).check(NAME)
+    for _ in range(5):
+        env.now += 100
+        env.engine(audit=True).check(NAME)
+    assert {r.owner for r in env.dns.records()} == {second}
+    data = state.load(env.config, NAME)
+    assert data is not None and data.rollover.alias_map() == {OWNER: second}
+    assert env.served() == 1
 
 
 def test_second_renewal_before_switch_replaces_pending(env: Env) -> None:
