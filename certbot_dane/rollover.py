@@ -486,7 +486,7 @@ def decide(state: State, now: float, seen: Seen, policy: Policy) -> Action:
     pending = state.pending
     if pending is not None and may_switch(state, pending):
         return Switch(pending)
-    to_retire = state.owned - wanted
+    to_retire = _retirable(state, wanted)
     if to_retire:
         return _gate(state, now, seen, policy, wanted) or Retire(to_retire)
     retime = _to_retime(state, policy)
@@ -592,6 +592,17 @@ def _gate(
             alarm=True,
         )
     return Wait(f"endpoint behind: {behind}; the old records stay", waiting_for="endpoint")
+
+
+def _retirable(state: State, wanted: frozenset[Record]) -> frozenset[Record]:
+    """Owned records no longer wanted, but those at a place an alias left: they
+    stay until the records at its new target are live, since a cache holding
+    the old CNAME still sends clients there."""
+    unwanted = state.owned - wanted
+    if not unwanted or wanted <= state.live:
+        return unwanted
+    places = {r.owner for r in wanted} | {t for _, t in state.aliases}
+    return frozenset(r for r in unwanted if r.owner in places)
 
 
 def _to_retime(state: State, policy: Policy) -> Retime | None:

@@ -272,6 +272,11 @@ def test_an_alias_pointed_elsewhere_moves_the_records_at_the_next_audit(
     where[OWNER] = second  # the operator points the CNAME at another record set
     env.now += env.settings.audit_interval
     env.engine(audit=True).check(NAME)
+    env.engine(audit=True).check(NAME)
+    assert {r.owner for r in env.dns.records()} == {first, second}, (
+        "the old target keeps its record until the new one's is live: caches may "
+        "still hold the old CNAME"
+    )
     for _ in range(5):
         env.now += 100
         env.engine(audit=True).check(NAME)
