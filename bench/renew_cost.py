@@ -18,22 +18,36 @@ the DNS column counts every DNS message the plugin sent during the timed
 runs. A second count runs ``Engine.check_many`` in-process over the same
 lineages with counting observer and store factories.
 
+The clones are settled (their records proven live, no alias) and keep the
+default audit interval (``--dane-audit-interval`` 900 s). ``certbot renew``
+is timed with the audit not due (audited just before each run) and due
+(audited twice the interval ago): it never audits, either way.
+
+A second table times the timer's check over the same lineages: the shipped
+service's ``certbot-dane`` command line, REPEAT times per case, with the
+audit due (one question per owner name and authoritative server, one state
+write per lineage) and not due (no DNS, no write), and counts the DNS
+messages through the forwarders and the state files written.
+
 Usage: .venv/bin/python bench/renew_cost.py [--counts 1,50,200] [--repeat 5]
        [--pythonpath DIR]
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from benchlib import (
+    ROOT,
     CountingForwarder,
     Deployment,
     Lab,
     Measured,
+    certbot_dane_cmd,
     clone_lineage,
     dane_settings_for,
     load_average,
@@ -42,16 +56,13 @@ from benchlib import (
     publish_records,
     run_measured,
     scratch_dir,
+    set_audited,
     table,
 )
 
 from certbot_dane import state
 from certbot_dane.engine import Engine, default_observer, default_store
-
-try:  # the refresh interval of last_check, where the engine has one
-    from certbot_dane.engine import LAST_CHECK_REFRESH
-except ImportError:
-    LAST_CHECK_REFRESH = 3600.0
+from certbot_dane.settings import DEFAULT_AUDIT_INTERVAL
 from tests.lab import pki
 
 BASE = "base.dane.test"
@@ -74,7 +85,7 @@ def main() -> int:
     loads = [load_average()]
     try:
         with Lab(root / "lab", ttl=TTL) as lab:
-            rows = run(lab, root, counts, args.repeat, args.pythonpath)
+            rows, timer_rows = run(lab, root, counts, args.repeat, args.pythonpath)
     finally:
         loads.append(load_average())
         if tmp is not None:
@@ -101,12 +112,33 @@ def main() -> int:
             rows,
         )
     )
+    print()
+    print(
+        f"the timer's check ({' '.join(timer_args())}) over the same settled lineages: "
+        f"median of {args.repeat} runs per case"
+    )
+    print(
+        table(
+            [
+                "lineages",
+                "audit",
+                "wall s",
+                "CPU s",
+                "peak RSS MiB",
+                "state files written",
+                "DNS msgs/lineage",
+                "to authoritative",
+                "to resolver",
+            ],
+            timer_rows,
+        )
+    )
     return 0
 
 
 def run(
     lab: Lab, root: Path, counts: list[int], repeat: int, pythonpath: str | None
-) -> list[list[object]]:
+) -> tuple[list[list[object]], list[list[object]]]:
     base = Deployment(lab, root / "base", BASE, margin=0)
     print(f"issuing {BASE} with Pebble ...", file=sys.stderr, flush=True)
     base.issue()
@@ -114,6 +146,7 @@ def run(
     if pythonpath:
         env["PYTHONPATH"] = str(Path(pythonpath).resolve())
     rows: list[list[object]] = []
+    timer_rows: list[list[object]] = []
     with CountingForwarder(lab.auth_address) as auth, CountingForwarder(lab.resolver) as res:
         ini = root / "forwarded-rfc2136.ini"
         text = base.ini.read_text().replace(f"port = {lab.auth_port}", f"port = {auth.port}")
@@ -149,19 +182,18 @@ def run(
                 _renew(lab, config, env)
             auth.take()
             res.take()
-            cases = ("without", "with", "stale")
+            cases = ("without", "with", "due")
             runs: dict[str, list[Measured]] = {c: [] for c in cases}
             writes: dict[str, list[int]] = {c: [] for c in cases}
             messages: dict[str, int] = {c: 0 for c in cases}
             for rep in range(repeat):
                 for case in cases:
                     config = plain if case == "without" else dane
-                    if case == "stale":
-                        _age_last_check(dane, names)
+                    if case != "without":
+                        _date_audit(dane, names, due=case == "due")
                     before = _state_files(config)
                     runs[case].append(_renew(lab, config, env))
-                    after = _state_files(config)
-                    writes[case].append(sum(1 for k, v in after.items() if before.get(k) != v))
+                    writes[case].append(_changed(before, _state_files(config)))
                     messages[case] += auth.take() + res.take()
                 print(
                     f"  {n}: run {rep + 1}: "
@@ -176,7 +208,7 @@ def run(
             labels = {
                 "without": "without plugin",
                 "with": "installer = dane",
-                "stale": "installer = dane, last_check > 1 h",
+                "due": "installer = dane, audit due",
             }
             for case in cases:
                 wall = median(r.wall for r in runs[case])
@@ -198,6 +230,65 @@ def run(
                         f"{in_process / n:.2f}" if case == "with" else "",
                     ]
                 )
+            timer_rows += _timer_check(dane, names, repeat, auth, res)
+    return rows, timer_rows
+
+
+def timer_args() -> list[str]:
+    """The arguments the shipped service passes to certbot-dane."""
+    service = ROOT / "packaging" / "systemd" / "certbot-dane.service"
+    for line in service.read_text().splitlines():
+        if line.startswith("ExecStart="):
+            return shlex.split(line.partition("=")[2])[1:]
+    raise SystemExit(f"{service}: no ExecStart")
+
+
+def _timer_check(
+    config: Path,
+    names: list[str],
+    repeat: int,
+    auth: CountingForwarder,
+    res: CountingForwarder,
+) -> list[list[object]]:
+    """The service's command over settled lineages, the audit due and not due."""
+    argv = certbot_dane_cmd(config, *timer_args())
+    rows = []
+    n = len(names)
+    for due in (True, False):
+        runs: list[Measured] = []
+        writes: list[int] = []
+        sent = [0, 0]
+        for _ in range(repeat):
+            _date_audit(config, names, due)
+            auth.take()
+            res.take()
+            before = _state_files(config)
+            done = run_measured(argv)
+            if done.returncode != 0 or done.output:
+                raise SystemExit(f"certbot-dane check: {done.output[-3000:]}")
+            writes.append(_changed(before, _state_files(config)))
+            sent[0] += auth.take()
+            sent[1] += res.take()
+            runs.append(done)
+        print(
+            f"  timer check of {n}, audit {'due' if due else 'not due'}: "
+            f"{median(r.wall for r in runs):.2f} s, {sent} msgs",
+            file=sys.stderr,
+            flush=True,
+        )
+        rows.append(
+            [
+                n,
+                f"due (last {2 * DEFAULT_AUDIT_INTERVAL} s ago)" if due else "not due",
+                f"{median(r.wall for r in runs):.2f}",
+                f"{median(r.cpu for r in runs):.2f}",
+                f"{median(r.max_rss_kib for r in runs) / 1024:.1f}",
+                f"{median(writes):.0f} of {n}",
+                f"{sum(sent) / (n * repeat):.2f}",
+                f"{sent[0] / (n * repeat):.2f}",
+                f"{sent[1] / (n * repeat):.2f}",
+            ]
+        )
     return rows
 
 
@@ -216,13 +307,14 @@ def _state_files(config: Path) -> dict[str, tuple[int, int]]:
     return {name: (st.st_ino, st.st_mtime_ns) for name, st in stats.items()}
 
 
-def _age_last_check(config: Path, names: list[str]) -> None:
-    """Make every lineage's last_check older than the engine's refresh interval."""
-    for name in names:
-        data = state.load(config, name)
-        assert data is not None
-        data.last_check = time.time() - 2 * LAST_CHECK_REFRESH
-        state.save(config, data)
+def _changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> int:
+    return sum(1 for k, v in after.items() if before.get(k) != v)
+
+
+def _date_audit(config: Path, names: list[str], due: bool) -> None:
+    """Date every lineage's last audit: twice the interval ago (due), or now (not due)."""
+    ago = 2 * DEFAULT_AUDIT_INTERVAL if due else 0
+    set_audited(config, names, time.time() - ago)
 
 
 def _in_process_queries(config: Path, names: list[str]) -> int:
