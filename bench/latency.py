@@ -37,7 +37,8 @@ the probe's failures.
 Usage: .venv/bin/python bench/latency.py [--ttls 30,60,120] [--interval 5]
        [--quick]   (TTLs 5 and 10: a smoke run)
        .venv/bin/python bench/latency.py --timer [--ttls 60,300] [--margins 0,default]
-       [--runs 4] [--seed N] [--quick]   (a tenth of the timer's times, TTLs 5 and 30)
+       [--runs 4 | --phases S,S] [--seed N] [--quick]   (--quick: a tenth of the timer's
+       times, TTLs 5 and 30)
 """
 from __future__ import annotations
 
@@ -97,6 +98,11 @@ def main() -> int:
         "--runs", type=int, default=4, help="with --timer: renewals per TTL and margin (4)"
     )
     parser.add_argument("--seed", type=int, help="with --timer: seed of the random phases")
+    parser.add_argument(
+        "--phases",
+        help="with --timer: start the renewals at these seconds of the period instead "
+        "(comma-separated; replaces --runs)",
+    )
     args = parser.parse_args()
     if args.timer:
         return timer_main(args)
@@ -470,9 +476,8 @@ def timer_main(args: argparse.Namespace) -> int:
         for ttl in ttls:
             with Lab(root / f"lab-{ttl}", ttl=ttl) as lab:
                 for margin in margins:
-                    outcomes, timer = measure_timer(
-                        lab, root, ttl, margin, shipped, args.runs, rng
-                    )
+                    phases = _phases(args, shipped.period, rng)
+                    outcomes, timer = measure_timer(lab, root, ttl, margin, shipped, phases, rng)
                     rows += [o.row() for o in outcomes]
                     timers.append(timer)
     finally:
@@ -514,7 +519,7 @@ def measure_timer(
     ttl: int,
     margin: int | None,
     shipped: Shipped,
-    runs: int,
+    phases: list[float],
     rng: random.Random,
 ) -> tuple[list[TimerOutcome], TimerSim]:
     label = f"timer-t{ttl}-m{'default' if margin is None else margin}"
@@ -527,15 +532,22 @@ def measure_timer(
     print(f"T={ttl} margin={margin}: issuing {host} ...", file=sys.stderr, flush=True)
     dep.certbot("run", *dep.dns_args(), *args, "-d", host)
     outcomes = []
-    period = shipped.period
     with DaneService(dep.dane_dir()) as service, TimerSim(dep.config, shipped, rng) as timer:
         _wait_validated(dep, lab, service.port, ttl)
-        for run in range(runs):
-            phase = rng.uniform(run * period / runs, (run + 1) * period / runs)
+        for phase in phases:
             outcome = _timer_renewal(dep, lab, service.port, timer, ttl, margin, phase)
             print(f"  {outcome}", file=sys.stderr, flush=True)
             outcomes.append(outcome)
     return outcomes, timer
+
+
+def _phases(args: argparse.Namespace, period: float, rng: random.Random) -> list[float]:
+    """Where in the period each renewal starts: given, or one at random in each of
+    ``--runs`` equal slices of the period."""
+    if args.phases:
+        return [float(p) for p in args.phases.split(",")]
+    runs = args.runs
+    return [rng.uniform(i * period / runs, (i + 1) * period / runs) for i in range(runs)]
 
 
 def _wait_validated(dep: Deployment, lab: Lab, port: int, ttl: int) -> None:
