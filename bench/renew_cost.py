@@ -10,7 +10,8 @@ also its state file and dane directory, each clone with its own TLSA owner
 directories hold the same N clones: "without" names no installer, "with" says
 ``installer = dane``. After one untimed warm-up run each (certbot records the
 ARI answer in the renewal conf), ``certbot renew --no-random-sleep-on-renew``
-is timed REPEAT times per directory, alternating, and the median is shown.
+is timed REPEAT times per case, the cases in a shuffled order each time, and
+the median is shown.
 
 The clones' ``--dane-nameservers`` (two forwarders in front of the lab's
 BIND, standing for two authoritative servers), ``--dane-resolver`` and
@@ -38,6 +39,7 @@ Usage: .venv/bin/python bench/renew_cost.py [--counts 1,50,200] [--repeat 5]
 from __future__ import annotations
 
 import argparse
+import random
 import shlex
 import shutil
 import sys
@@ -199,7 +201,12 @@ def run(
             writes: dict[str, list[int]] = {c: [] for c in cases}
             messages: dict[str, int] = {c: 0 for c in cases}
             for rep in range(repeat):
-                for case in cases:
+                # A run right after one over the other config dir was measured
+                # slower than one after the same dir: each repetition takes the
+                # cases in another order, so that no case always comes first.
+                order = list(cases)
+                random.Random(rep).shuffle(order)
+                for case in order:
                     config = plain if case == "without" else dane
                     if case != "without":
                         _date_audit(dane, names, due=case == "due")
