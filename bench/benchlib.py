@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -53,6 +53,7 @@ __all__ = [
     "median",
     "publish_records",
     "run_measured",
+    "set_audited",
     "scratch_dir",
     "table",
 ]
@@ -398,24 +399,50 @@ def dane_settings_for(config: Path, dane: dict[str, str], credentials: Path) -> 
 
 
 def manage_clone(
-    config: Path, name: str, settings: Settings, served: int, now: float | None = None
+    config: Path,
+    name: str,
+    settings: Settings,
+    served: int,
+    now: float | None = None,
+    audited: float | None = None,
 ) -> frozenset[tlsa.Record]:
     """Plugin state for a clone whose version ``served`` is settled: staged,
-    linked, its records owned and published. Returns those records (the caller
-    puts them in DNS)."""
+    linked, its records owned, published and proven live, each owner name its
+    own place (no alias), as a rollover leaves them. ``audited``: when the
+    records were last audited (default ``now``). Returns those records (the
+    caller puts them in DNS).
+    """
+    now = now if now is not None else time.time()
     files = version_files(config / "archive" / name, served)
     records = version_records(files, tlsa.parse_specs(settings.targets))
     danedir.stage(settings.directory, name, served, files)
     danedir.switch(settings.directory, name, served)
+    owners = sorted({r.owner.lower() for r in records})
     data = LineageFile(
         lineage=name,
         settings=settings,
-        rollover=State(served=Version(served, records), owned=records, published=records),
+        rollover=State(
+            served=Version(served, records),
+            owned=records,
+            published=records,
+            live=records,
+            aliases=tuple((owner, owner) for owner in owners),
+            audited_at=audited if audited is not None else now,
+        ),
     )
     data.note("installed", f"targets {settings.targets} (benchmark clone)", now)
-    data.last_check = now if now is not None else time.time()
+    data.last_check = now
     state.save(config, data)
     return records
+
+
+def set_audited(config: Path, names: Iterable[str], when: float) -> None:
+    """Date the last audit of these lineages (state files rewritten, outside a measurement)."""
+    for name in names:
+        data = state.load(config, name)
+        assert data is not None
+        data.rollover = replace(data.rollover, audited_at=when)
+        state.save(config, data)
 
 
 def publish_records(lab: Lab, records: Iterable[tlsa.Record], ttl: int, chunk: int = 100) -> None:

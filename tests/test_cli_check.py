@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from certbot_dane import cli
+from certbot_dane.engine import policy_of
+from certbot_dane.rollover import hold_end
 from tests.cli_support import (
     CliDeployment,
     host_for,
@@ -65,6 +67,27 @@ def test_wait_with_nothing_pending_returns_at_once(dep: CliDeployment) -> None:
     done = dep.cli("check", "--wait", "--timeout", "5")
     assert done.returncode == 0
     assert done.stdout.strip() == f"{dep.host}: nothing to do"
+
+
+def test_finish_within_switches_at_the_hold_end_in_one_run(
+    lab: Lab, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    dep = CliDeployment(lab, tmp_path, host_for(request), margin=10)
+    dep.issue()
+    dep.renew()
+    data = dep.lineage_file
+    end = hold_end(data.rollover, None, policy_of(data.settings))
+    done = dep.cli("check", "--finish-within", "60")
+    assert done.returncode == 0, done.stderr
+    assert dep.served() == 2
+    assert done.stdout.splitlines() == [
+        f"{dep.host}: nothing to do; waiting: hold: caches may still have the old RRset",
+        f"{dep.host}: switched to version 2, retired 1 record(s)",
+    ]
+    assert done.stderr == ""
+    (switched,) = dep.events("switched")[-1:]
+    assert switched >= end, "never before the hold's end"
+    assert dep.status()["state"] == "settled"
 
 
 def test_quiet_prints_nothing_when_all_is_well(dep: CliDeployment) -> None:

@@ -214,7 +214,9 @@ def _unit(path: Path) -> configparser.ConfigParser:
 def test_units_say_what_they_should() -> None:
     service = _unit(SERVICE)
     assert service["Service"]["Type"] == "oneshot"
-    assert service["Service"]["ExecStart"] == "/usr/bin/certbot-dane --quiet check"
+    assert service["Service"]["ExecStart"] == (
+        "/usr/bin/certbot-dane --quiet check --finish-within 240"
+    )
     assert service["Service"]["ProtectSystem"] in ("full", "strict")
     assert "/etc/letsencrypt" in service["Service"]["ReadWritePaths"].split()
     assert service["Service"]["PrivateTmp"] == "true"
@@ -225,6 +227,30 @@ def test_units_say_what_they_should() -> None:
     assert timer["Timer"]["OnCalendar"] == "*:0/5"
     assert timer["Timer"]["Persistent"] == "true"
     assert timer["Install"]["WantedBy"] == "timers.target"
+
+
+def _seconds(text: str) -> float:
+    """A systemd time span in the forms the units use: 30, 30s, 15min."""
+    match = re.fullmatch(r"(\d+)(s|min)?", text)
+    assert match, f"not a time span this test reads: {text!r}"
+    return float(match[1]) * (60 if match[2] == "min" else 1)
+
+
+def test_a_finishing_check_ends_before_the_next_elapse() -> None:
+    """The service's run waits for holds ending within --finish-within seconds: it must
+    end before the timer's next elapse (which systemd would skip while it runs), with
+    time left for the checks themselves, and well within the start timeout."""
+    service = _unit(SERVICE)["Service"]
+    argv = service["ExecStart"].split()
+    within = float(argv[argv.index("--finish-within") + 1])
+    timer = _unit(TIMER)["Timer"]
+    every = re.fullmatch(r"\*:0/(\d+)", timer["OnCalendar"])
+    assert every, timer["OnCalendar"]
+    period = 60.0 * int(every[1])
+    closest = period - _seconds(timer.get("RandomizedDelaySec", "0"))  # two starts, at least
+    assert within <= closest - 30, (within, closest)
+    assert within > closest / 2, "most of the period is covered"
+    assert _seconds(service["TimeoutStartSec"]) >= 2 * period
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
