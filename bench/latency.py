@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import math
+import os
 import random
 import re
 import shlex
@@ -119,6 +120,12 @@ def main() -> int:
         "--runs", type=int, default=4, help="with --timer: renewals per TTL and margin (4)"
     )
     parser.add_argument("--seed", type=int, help="with --timer: seed of the random phases")
+    parser.add_argument(
+        "--arm", action="store_true",
+        help="with --timer: checks armed at the hold's end (systemd-run) run too, by "
+        "tests/bin/fake-systemd-run, which runs them after the delay as a transient timer "
+        "would (the lab has no systemd)",
+    )
     parser.add_argument(
         "--phases",
         help="with --timer: start the renewals at these seconds of the period instead "
@@ -605,7 +612,7 @@ class TimerOutcome:
             f"{self.next_run:.0f}",
             f"{self.hold:.1f}",
             _seconds(self.switch),
-            f"{self.by:+.0f}",
+            "armed" if math.isnan(self.by) else f"{self.by:+.0f}",
             _seconds(self.bound),
             "yes" if self.switch <= TIMER_TARGET else "NO",
             self.probes,
@@ -618,6 +625,10 @@ TIMER_TARGET = 10.0
 
 
 def timer_main(args: argparse.Namespace) -> int:
+    if args.arm:
+        # certbot renew and the service's runs inherit it (see certbot_dane/wakeup.py).
+        fake = Path(__file__).resolve().parent.parent / "tests" / "bin" / "fake-systemd-run"
+        os.environ["CERTBOT_DANE_SYSTEMD_RUN"] = str(fake)
     shipped = Shipped.read()
     if args.quick:  # a smoke run: a tenth of every time
         shipped = shipped.scaled(0.1)

@@ -25,7 +25,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import alnitak, clilog, danedir, repin, report, state, tlsa, verify, writetest, zonefile
+from . import (
+    alnitak,
+    clilog,
+    danedir,
+    repin,
+    report,
+    state,
+    tlsa,
+    verify,
+    wakeup,
+    writetest,
+    zonefile,
+)
 from .engine import Engine, EngineError, Result
 from .lookup import resolver_address
 from .observe import ObserveError, parse_address
@@ -411,6 +423,8 @@ def _check_finishing(
     before any wait, so the other lineages are not held up. No lock is held
     while waiting: ``certbot renew`` or another check may run meanwhile. The
     engine's clock decides the holds, so the waits are measured on it too.
+    A hold that ends later than that gets a one-shot check armed for its end
+    (:mod:`.wakeup`), where systemd runs.
     """
     failed = False
     horizon = engine.clock() + args.finish_within
@@ -427,6 +441,8 @@ def _check_finishing(
             if outcome.waiting_for == "hold" and outcome.until is not None:
                 if outcome.until <= horizon:
                     due[name] = outcome.until
+                else:
+                    wakeup.arm(name, outcome.until, engine.clock(), args.config_dir, args.logs_dir)
         if not due:
             return EXIT_FAILED if failed else EXIT_OK
         soonest = min(due.values())

@@ -25,6 +25,7 @@ from certbot.display import util as display_util
 from certbot.plugins import common
 
 from . import settings as dane_settings
+from . import wakeup
 from .dns import STORES
 from .engine import Engine, EngineError, Result
 from .lineage import LineageError, name_from_live_path
@@ -171,6 +172,7 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
         self._report(result, settings)
         if result.error:
             raise errors.PluginError(f"dane: lineage {name}: {result.error}")
+        self._arm(result)
         if getattr(self.config, "verb", None) == "install":
             self._advise_renewal_conf(name)
 
@@ -210,6 +212,19 @@ class Installer(common.Installer, interfaces.RenewDeployer, interfaces.GenericUp
             raise errors.PluginError(f"dane: lineage {name}: {result.error}")
         for step in result.steps:
             logger.info("dane: lineage %s: %s", name, step)
+        self._arm(result)
+
+    def _arm(self, result: Result) -> None:
+        """A hold that ends before the timer's next run would otherwise wait for it:
+        ask for a check at its end (see :mod:`.wakeup`)."""
+        if result.waiting_for == "hold" and result.until is not None:
+            wakeup.arm(
+                result.lineage,
+                result.until,
+                time.time(),
+                self.config.config_dir,
+                self.config.logs_dir,
+            )
 
     # Helpers ---------------------------------------------------------------
 

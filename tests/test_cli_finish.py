@@ -47,7 +47,9 @@ class CountingEngine:
 
 
 def args(finish_within: float, quiet: bool = False) -> argparse.Namespace:
-    return argparse.Namespace(finish_within=finish_within, quiet=quiet)
+    return argparse.Namespace(
+        finish_within=finish_within, quiet=quiet, config_dir="/le", logs_dir="/logs"
+    )
 
 
 @pytest.fixture
@@ -119,6 +121,20 @@ def test_a_hold_ending_after_the_time_is_left_to_the_next_run(
     assert clock.waits == [] and engine.batches == [[name]]
     assert farm.served(name) == 1
     assert "waiting: hold" in capsys.readouterr().out
+
+
+def test_a_hold_ending_after_the_time_gets_a_check_armed_at_its_end(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    armed: list[tuple[str, float, float]] = []
+    monkeypatch.setattr(
+        cli.wakeup, "arm", lambda name, at, now, *_: armed.append((name, at, now)) or True
+    )
+    name = farm.names[0]
+    publish(farm, [name])
+    code, clock, _ = finish(farm, [name], within=HOLD - 1)
+    assert code == 0 and clock.waits == []
+    assert armed == [(name, hold_end(farm, name), farm.now)]
 
 
 def test_a_hold_ending_exactly_at_the_time_is_finished(farm: Farm) -> None:

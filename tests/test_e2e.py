@@ -23,6 +23,7 @@ from tests.lab.service import DaneService
 pytestmark = pytest.mark.lab
 
 CHECK_INTERVAL = 1.0
+FAKE_SYSTEMD_RUN = Path(__file__).parent / "bin" / "fake-systemd-run"
 D = TypeVar("D", bound=Deployment)
 
 
@@ -111,6 +112,33 @@ def test_renewal_with_new_key_never_breaks_dane(served: Deployment) -> None:
     late_checks = [t for t, _ in dep.checks if visible + hold <= t < switched]
     assert len(late_checks) <= 2, f"{len(late_checks)} checks after the hold did not switch"
     assert data.rollover.owned == data.rollover.served.records  # type: ignore[union-attr]
+
+
+def test_the_hold_ends_with_a_check_armed_by_certbot_renew(
+    served: Deployment, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """certbot renew arms a one-shot check at the hold's end (systemd-run, here a
+    stand-in that runs the command after the delay): the switch comes then,
+    with no timer run and no check by hand."""
+    dep = served
+    log = tmp_path / "systemd-run.log"
+    monkeypatch.setenv("CERTBOT_DANE_SYSTEMD_RUN", str(FAKE_SYSTEMD_RUN))
+    monkeypatch.setenv("FAKE_SYSTEMD_RUN_LOG", str(log))
+    dep.renew()
+    assert dep.served() == 1
+    armed = log.read_text().splitlines()
+    assert armed and f"--cert-name {dep.host}" in armed[0], armed
+    assert f"--unit=certbot-dane-hold-{dep.host}-" in armed[0]
+    deadline = time.monotonic() + 30
+    while dep.served() != 2:
+        assert time.monotonic() < deadline, f"the armed check never switched: {dep.status()}"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while len(dep.authoritative_records()) != 1:
+        assert time.monotonic() < deadline, "the old record was never retired"
+        time.sleep(0.2)
+    assert dep.checks == [], "no certbot-dane check was run by the test"
+    assert_no_probe_failures(dep)
 
 
 def test_key_reuse_switches_within_the_renewal(served: Deployment) -> None:
