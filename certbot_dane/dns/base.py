@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 from ..tlsa import Record
 
@@ -153,13 +153,24 @@ class BatchStore(RecordStore):
         """Do ``verb`` (add, delete, retime) for every item; one result per item."""
 
 
-class OwnerEdit(Protocol):
-    """What a batch wants at one owner name: records in, records out, the TTL."""
+@dataclass
+class OwnerEdit:
+    """What a batch wants at one owner name: records in, records out, the TTL.
+
+    A store that changes whole RRsets subclasses it with how it writes one.
+    """
 
     verb: str
-    plus: set[Record]
-    minus: set[Record]
-    ttl: int | None
+    plus: set[Record] = field(default_factory=set)
+    minus: set[Record] = field(default_factory=set)
+    ttl: int | None = None
+
+    @property
+    def what(self) -> str:
+        count = len(self.plus) + len(self.minus)
+        if self.verb == "retime":
+            return f"change the TTL of {count} TLSA record(s)"
+        return f"{self.verb} {count} TLSA record(s)"
 
 
 _E = TypeVar("_E", bound=OwnerEdit)

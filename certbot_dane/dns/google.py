@@ -33,7 +33,6 @@ be ``done``; whether the records are live is decided by the observer.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import json
 import logging
 import random
@@ -63,6 +62,7 @@ from .base import (
     BatchStore,
     Change,
     Outcomes,
+    OwnerEdit,
     RRsetView,
     SoftStoreError,
     StoreConfigError,
@@ -773,21 +773,8 @@ class GoogleStore(BatchStore):
                 status = change.get("status")
 
 
-@dataclass
-class _Edit:
-    """What one call wants at one owner name: records to add, records to remove."""
-
-    verb: str
-    plus: set[Record] = dataclasses.field(default_factory=set)
-    minus: set[Record] = dataclasses.field(default_factory=set)
-    ttl: int | None = None
-
-    @property
-    def what(self) -> str:
-        count = len(self.plus) + len(self.minus)
-        if self.verb == "retime":
-            return f"change the TTL of {count} TLSA record(s)"
-        return f"{self.verb} {count} TLSA record(s)"
+class _Edit(OwnerEdit):
+    """What one call wants at one owner name, and the compare-and-swap that writes it."""
 
     def change(
         self, owner: str, current: _RRset | None

@@ -62,6 +62,7 @@ from .base import (
     BatchStore,
     Change,
     Outcomes,
+    OwnerEdit,
     RRsetView,
     StoreConfigError,
     StoreError,
@@ -499,14 +500,8 @@ def _label(zone: _Zone, edits: dict[str, _Edit]) -> tuple[str, str]:
     return f"{edits[first].verb} TLSA records", f"{len(edits)} names in {zone.name}"
 
 
-@dataclass
-class _Edit:
-    """What one call wants at one owner name: records to add, records to remove."""
-
-    verb: str
-    plus: set[Record] = dataclasses.field(default_factory=set)
-    minus: set[Record] = dataclasses.field(default_factory=set)
-    ttl: int | None = None
+class _Edit(OwnerEdit):
+    """What one call wants at one owner name, and the RRset that writes it."""
 
     @property
     def what(self) -> str:

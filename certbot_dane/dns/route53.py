@@ -18,7 +18,6 @@ credential is looked up, until the first operation.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
@@ -45,6 +44,7 @@ from .base import (
     BatchStore,
     Change,
     Outcomes,
+    OwnerEdit,
     RRsetView,
     SoftStoreError,
     StoreError,
@@ -493,21 +493,8 @@ class _Poll:
         self.delay = min(self.delay * 2, self.longest)
 
 
-@dataclass
-class _Edit:
-    """What one call wants at one owner name: records to add, records to remove."""
-
-    verb: str
-    plus: set[Record] = dataclasses.field(default_factory=set)
-    minus: set[Record] = dataclasses.field(default_factory=set)
-    ttl: int | None = None
-
-    @property
-    def what(self) -> str:
-        count = len(self.plus) + len(self.minus)
-        if self.verb == "retime":
-            return f"change the TTL of {count} TLSA record(s)"
-        return f"{self.verb} {count} TLSA record(s)"
+class _Edit(OwnerEdit):
+    """What one call wants at one owner name, and the compare-and-swap that writes it."""
 
     def changes(self, owner: str, current: _RRset | None) -> list[dict[str, Any]]:
         """The compare-and-swap pair for this owner, or nothing if nothing changes."""
