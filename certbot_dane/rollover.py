@@ -538,6 +538,7 @@ def _covered(state: State, version: Version) -> bool:
 def _prove(
     state: State, now: float, seen: Seen, policy: Policy, unproven: frozenset[Record]
 ) -> Action:
+    unproven = _first_to_prove(state, now, policy, unproven)
     if seen.look is None or seen.look.records != unproven:
         return Observe(unproven)
     if state.proving != unproven or state.visible_since is None:
@@ -556,6 +557,21 @@ def _prove(
             waiting_for="validation",
         )
     return Prove(unproven)
+
+
+def _first_to_prove(
+    state: State, now: float, policy: Policy, unproven: frozenset[Record]
+) -> frozenset[Record]:
+    """Records that joined the proof late must not restart the hold of those
+    that were already visible: when the earlier set's hold is over (a bundled
+    intermediate published hours ago, a renewal that adds its 3 x x record
+    now), that set is proven on its own first, so a version it covers can
+    switch at once."""
+    earlier = state.proving
+    if earlier and earlier < unproven and state.visible_since is not None:
+        if now >= hold_end(state, None, policy):
+            return earlier
+    return unproven
 
 
 def hold_end(state: State, look: Look | None, policy: Policy) -> float:

@@ -483,6 +483,33 @@ def test_issuer_records_are_wanted_published_and_proven_ahead_of_a_renewal():
     assert isinstance(decide(later, 500, NOTHING_SEEN, POLICY), Observe)
 
 
+def test_a_renewal_does_not_restart_the_hold_of_an_issuer_record_already_visible():
+    """The bundled intermediate's record was visible for a whole hold, but no
+    check ran since to record it live; a renewal then adds its new 3 1 1 record.
+    The issuer record is proven on its own, and the version it covers switches."""
+    ta = rec(A, 0xCA, usage=2)
+    state = advance(deployed(V1), IssuersRead(frozenset({ta})), 0, POLICY)
+    state = publish(state, 0, 300)
+    state, _ = observed(state, 0)
+    assert state.proving == {ta} and state.visible_since == 0
+    v2 = Version(2, frozenset({rec(A, 2), ta}))
+    state = advance(state, Renewed(v2), 1000, POLICY)
+    state = publish(state, 1000, 300)
+    state, seen = observed(state, 1000)
+    assert seen.look.records == {ta}, "the earlier set alone"
+    assert decide(state, 1000, seen, POLICY) == Prove(frozenset({ta}))
+    state = advance(state, Proven(frozenset({ta})), 1000, POLICY)
+    assert decide(state, 1000, seen, POLICY) == Switch(v2)
+
+    # Within the earlier set's hold, the new record joins it: one proof, one hold.
+    early = advance(deployed(V1), IssuersRead(frozenset({ta})), 0, POLICY)
+    early = publish(early, 0, 300)
+    early, _ = observed(early, 0)
+    early = advance(early, Renewed(v2), 100, POLICY)
+    early = publish(early, 100, 300)
+    assert decide(early, 100, NOTHING_SEEN, POLICY) == Observe(frozenset({ta, rec(A, 2)}))
+
+
 def test_an_issuer_removed_from_the_bundle_is_retired_unless_a_version_needs_it():
     ta, tb = rec(A, 0xCA, usage=2), rec(A, 0xCB, usage=2)
     v1 = Version(1, frozenset({rec(A, 1), ta}))
