@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..tlsa import Record
 
@@ -219,3 +219,22 @@ def raise_first(errors: Iterable[StoreError | None]) -> None:
     for error in errors:
         if error is not None:
             raise error
+
+
+def plugin_credentials(path: str, store: str, prefix: str = "") -> Any:
+    """A certbot DNS plugin's credentials INI, read with certbot's own reader
+    (so the same permission warnings as certbot's); ``prefix`` is the plugin's
+    key prefix (``dns_rfc2136_``), which ``conf(key)`` then leaves out.
+
+    A file certbot cannot read is one line naming the store and the file.
+    """
+    from certbot import errors
+    from certbot.plugins import dns_common
+
+    def mapper(key: str) -> str:
+        return prefix + key.replace("-", "_") if prefix else key
+
+    try:
+        return dns_common.CredentialsConfiguration(path, mapper)
+    except errors.PluginError as err:
+        raise StoreConfigError(f"{store} store: {' '.join(str(err).split())}") from None

@@ -36,6 +36,7 @@ from .base import (
     StoreError,
     by_owner,
     outcome,
+    plugin_credentials,
 )
 from .webapi import MAX_RETRIES, MAX_RETRY_WAIT, network_cause, retry_after
 
@@ -623,15 +624,7 @@ class CloudflareStore(RecordStore):
 
 def read_credentials(path: str) -> dict[str, str]:
     """Read certbot-dns-cloudflare's INI with certbot's own reader (same warnings)."""
-    from certbot import errors
-    from certbot.plugins import dns_common
-
-    try:
-        conf = dns_common.CredentialsConfiguration(
-            path, lambda v: "dns_cloudflare_" + v.replace("-", "_")
-        )
-    except errors.PluginError as err:
-        raise StoreConfigError(f"cloudflare store: {' '.join(str(err).split())}") from None
+    conf = plugin_credentials(path, "cloudflare", "dns_cloudflare_")
     keys = ("api_token", "email", "api_key")
     return {k: str(v).strip() for k in keys if (v := conf.conf(k))}
 

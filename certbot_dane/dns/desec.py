@@ -56,6 +56,7 @@ from .base import (
     SoftStoreError,
     StoreConfigError,
     StoreError,
+    plugin_credentials,
 )
 from .webapi import MAX_RETRIES, MAX_RETRY_WAIT, network_cause, one_line, retry_after
 
@@ -548,15 +549,7 @@ class DesecStore(BatchStore):
 
 def read_credentials(path: str) -> dict[str, str]:
     """Read certbot-dns-desec's INI with certbot's own reader (same warnings)."""
-    from certbot import errors
-    from certbot.plugins import dns_common
-
-    try:
-        conf = dns_common.CredentialsConfiguration(
-            path, lambda v: "dns_desec_" + v.replace("-", "_")
-        )
-    except errors.PluginError as err:
-        raise StoreConfigError(f"desec store: {' '.join(str(err).split())}") from None
+    conf = plugin_credentials(path, "desec", "dns_desec_")
     return {k: str(v).strip() for k in ("token", "endpoint") if (v := conf.conf(k))}
 
 

@@ -55,6 +55,7 @@ from .base import (
     StoreConfigError,
     StoreError,
     by_owner,
+    plugin_credentials,
 )
 from .webapi import MAX_RETRIES, MAX_RETRY_WAIT, network_cause, one_line, retry_after
 
@@ -502,15 +503,7 @@ class OvhStore(BatchStore):
 
 def read_credentials(path: str) -> dict[str, str]:
     """Read certbot-dns-ovh's INI with certbot's own reader (same warnings)."""
-    from certbot import errors
-    from certbot.plugins import dns_common
-
-    try:
-        conf = dns_common.CredentialsConfiguration(
-            path, lambda v: "dns_ovh_" + v.replace("-", "_")
-        )
-    except errors.PluginError as err:
-        raise StoreConfigError(f"ovh store: {' '.join(str(err).split())}") from None
+    conf = plugin_credentials(path, "ovh", "dns_ovh_")
     keys = ("endpoint", "application_key", "application_secret", "consumer_key")
     return {k: str(v).strip() for k in keys if (v := conf.conf(k))}
 

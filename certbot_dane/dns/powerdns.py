@@ -69,6 +69,7 @@ from .base import (
     Views,
     owner_edits,
     per_item,
+    plugin_credentials,
 )
 
 if TYPE_CHECKING:
@@ -551,13 +552,7 @@ def read_credentials(path: str) -> dict[str, str]:
     Keys written for certbot before 2.0 carry the plugin's prefix
     (``certbot_dns_powerdns:dns_powerdns_api_url``); both forms are read.
     """
-    from certbot import errors
-    from certbot.plugins import dns_common
-
-    try:
-        conf = dns_common.CredentialsConfiguration(path)
-    except errors.PluginError as err:
-        raise StoreConfigError(f"powerdns store: {' '.join(str(err).split())}") from None
+    conf = plugin_credentials(path, "powerdns")
     values = {}
     for key in (KEY_URL, KEY_KEY):
         value = conf.conf(key) or conf.conf(LEGACY_PREFIX + key)

@@ -69,6 +69,7 @@ from .base import (
     StoreError,
     Views,
     by_owner,
+    plugin_credentials,
 )
 
 if TYPE_CHECKING:
@@ -471,15 +472,7 @@ def _raise(value: _T | StoreError) -> _T:
 
 def read_credentials(path: str) -> dict[str, str]:
     """Read certbot-dns-rfc2136's INI with certbot's own reader (same warnings)."""
-    from certbot import errors
-    from certbot.plugins import dns_common
-
-    try:
-        conf = dns_common.CredentialsConfiguration(
-            path, lambda v: "dns_rfc2136_" + v.replace("-", "_")
-        )
-    except errors.PluginError as err:
-        raise StoreConfigError(f"rfc2136 store: {err}") from None
+    conf = plugin_credentials(path, "rfc2136", "dns_rfc2136_")
     keys = ("server", "port", "name", "secret", "algorithm", "sign_query")
     return {k: v for k in keys if (v := conf.conf(k)) is not None}
 
