@@ -25,11 +25,12 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from certbot_dane.tlsa import Record
+from tests.httpfake import HttpFake
 
 BASE_PATH = "/client/v4"
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
@@ -73,7 +74,7 @@ def _error(status: int, code: int, message: str) -> _Reply:
 
 
 @dataclass
-class FakeCloudflare:
+class FakeCloudflare(HttpFake):
     """The fake API's state and its HTTP server; use as a context manager."""
 
     zones: tuple[str, ...] = ("dane.test",)
@@ -95,51 +96,16 @@ class FakeCloudflare:
         self.zone_ids: dict[str, str] = {}
         self.records: dict[str, dict[str, dict[str, Any]]] = {}
         self._faults: list[_Fault] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         for zone in self.zones:
             self.add_zone(zone)
 
     # Lifecycle ------------------------------------------------------------
 
-    def __enter__(self) -> FakeCloudflare:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._handle(self, "POST")
-
-            def do_DELETE(self) -> None:
-                fake._handle(self, "DELETE")
-
-            def do_PATCH(self) -> None:
-                fake._handle(self, "PATCH")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    METHODS = ("GET", "POST", "DELETE", "PATCH")
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "use the fake as a context manager"
-        return f"http://127.0.0.1:{self._server.server_address[1]}{BASE_PATH}"
+        return f"http://{self.address}{BASE_PATH}"
 
     # Set-up and inspection -----------------------------------------------
 

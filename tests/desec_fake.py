@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
@@ -47,6 +47,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from certbot_dane.tlsa import Record
+from tests.httpfake import HttpFake
 
 BASE_PATH = "/api/v1"
 TOKEN = "desec-fake-token-4pnk7uNHvrEkFzrh"
@@ -100,7 +101,7 @@ def _now() -> str:
 
 
 @dataclass
-class FakeDesec:
+class FakeDesec(HttpFake):
     """The fake API's state and its HTTP server; use as a context manager."""
 
     domains: tuple[str, ...] = ("dane.test",)
@@ -120,54 +121,15 @@ class FakeDesec:
         self._faults: list[_Fault] = []
         self._writes: dict[str, list[float]] = {}
         self._serial = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         for name in self.domains:
             self.add_domain(name)
 
     # Lifecycle ------------------------------------------------------------
 
-    def __enter__(self) -> FakeDesec:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._handle(self, "POST")
-
-            def do_PUT(self) -> None:
-                fake._handle(self, "PUT")
-
-            def do_PATCH(self) -> None:
-                fake._handle(self, "PATCH")
-
-            def do_DELETE(self) -> None:
-                fake._handle(self, "DELETE")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "use the fake as a context manager"
-        return f"http://127.0.0.1:{self._server.server_address[1]}{BASE_PATH}"
+        return f"http://{self.address}{BASE_PATH}"
 
     # Set-up and inspection -----------------------------------------------
 

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from certbot_dane.tlsa import Record
+from tests.httpfake import HttpFake
 
 API_PATH = "/dns/v1/projects/"
 METADATA_PATH = "/computeMetadata/v1/"
@@ -142,7 +143,7 @@ def _error(status: int, reason: str, message: str) -> _Reply:
 
 
 @dataclass
-class FakeGoogle:
+class FakeGoogle(HttpFake):
     """The fake's state and its HTTP server; use as a context manager."""
 
     project: str = "dane-project"
@@ -169,45 +170,16 @@ class FakeGoogle:
         self.before_change: list[Callable[[FakeGoogle], None]] = []
         self._faults: list[_Fault] = []
         self._changes = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         for index, (name, dns_name, visibility) in enumerate(self.zones):
             self.add_zone(name, dns_name, visibility, str(8_000_000_000_000 + index))
 
     # Lifecycle ------------------------------------------------------------
 
-    def __enter__(self) -> FakeGoogle:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._handle(self, "POST")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    METHODS = ("GET", "POST")
 
     @property
     def host(self) -> str:
-        assert self._server is not None, "use the fake as a context manager"
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return self.address
 
     @property
     def url(self) -> str:

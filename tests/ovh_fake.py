@@ -33,7 +33,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -43,6 +43,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from certbot_dane.tlsa import Record
+from tests.httpfake import HttpFake
 
 BASE_PATH = "/1.0"
 APPLICATION_KEY = "fakeAppKey7Yh2"
@@ -94,7 +95,7 @@ def _error(status: int, message: str, code: str | None = None) -> _Reply:
 
 
 @dataclass
-class FakeOvh:
+class FakeOvh(HttpFake):
     """The fake API's state and its HTTP server; use as a context manager."""
 
     zones: tuple[str, ...] = ("dane.test",)
@@ -117,51 +118,16 @@ class FakeOvh:
         self.refreshes: dict[str, int] = {}
         self._faults: list[_Fault] = []
         self._next_id = 5000000001
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         for zone in self.zones:
             self.add_zone(zone)
 
     # Lifecycle ------------------------------------------------------------
 
-    def __enter__(self) -> FakeOvh:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._handle(self, "POST")
-
-            def do_PUT(self) -> None:
-                fake._handle(self, "PUT")
-
-            def do_DELETE(self) -> None:
-                fake._handle(self, "DELETE")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    METHODS = ("GET", "POST", "PUT", "DELETE")
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "use the fake as a context manager"
-        return f"http://127.0.0.1:{self._server.server_address[1]}{BASE_PATH}"
+        return f"http://{self.address}{BASE_PATH}"
 
     # Set-up and inspection -----------------------------------------------
 
