@@ -95,7 +95,8 @@ def test_pdns_update_without_the_key_is_refused(pdns_lab: Lab) -> None:
     unsigned.add(owner, lab.record_ttl, "TLSA", random_tlsa())
     assert lab.send_update(unsigned) == dns.rcode.REFUSED
 
-    # An unknown key gets an unsigned REFUSED, which dnspython rejects.
+    # An unknown key gets an unsigned REFUSED: dnspython 2.4 and later reject
+    # the unsigned answer, 2.3 (Debian 12) returns it.
     stranger = dns.update.UpdateMessage(
         lab.zone,
         keyring=dns.tsigkeyring.from_text({"stranger-key": ("hmac-sha256", lab.tsig_secret)}),
@@ -103,8 +104,11 @@ def test_pdns_update_without_the_key_is_refused(pdns_lab: Lab) -> None:
         keyalgorithm=dns.tsig.HMAC_SHA256,
     )
     stranger.add(owner, lab.record_ttl, "TLSA", random_tlsa())
-    with pytest.raises(dns.exception.DNSException):
-        lab.send_update(stranger)
+    try:
+        rcode = lab.send_update(stranger)
+    except dns.exception.DNSException:
+        rcode = None
+    assert rcode in (None, dns.rcode.REFUSED, dns.rcode.NOTAUTH), rcode
     assert lab.auth_query(owner, "TLSA").rcode() == dns.rcode.NXDOMAIN
 
 
