@@ -568,9 +568,9 @@ def _first_to_prove(
     now), that set is proven on its own first, so a version it covers can
     switch at once."""
     earlier = state.proving
-    if earlier and earlier < unproven and state.visible_since is not None:
-        if now >= hold_end(state, None, policy):
-            return earlier
+    started = earlier < unproven and state.visible_since is not None
+    if earlier and started and now >= hold_end(state, None, policy):
+        return earlier
     return unproven
 
 

@@ -21,11 +21,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..tlsa import Record
 
 if TYPE_CHECKING:
+    from certbot.plugins.dns_common import CredentialsConfiguration
+
     from ..state import Settings
 
 _T = TypeVar("_T")
@@ -221,7 +223,7 @@ def raise_first(errors: Iterable[StoreError | None]) -> None:
             raise error
 
 
-def plugin_credentials(path: str, store: str, prefix: str = "") -> Any:
+def plugin_credentials(path: str, store: str, prefix: str = "") -> CredentialsConfiguration:
     """A certbot DNS plugin's credentials INI, read with certbot's own reader
     (so the same permission warnings as certbot's); ``prefix`` is the plugin's
     key prefix (``dns_rfc2136_``), which ``conf(key)`` then leaves out.
